@@ -1,0 +1,142 @@
+//! Command-line arguments (clap derive). The engine knows nothing of clap.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit codes, also shown in `--help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    finished, but damage was found (a restore could not write every file)
+  2    could not run: bad arguments, not a store, missing source, I/O error
+  3    the store is locked by another process (its holder is named)
+  130  interrupted";
+
+/// rpger-store: deduplicating, verified backups of the RPGer database stack.
+#[derive(Debug, Parser)]
+#[command(name = "rpger-store", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Store directory.
+    #[arg(long, global = true, env = "RPGER_STORE", default_value = "/data2/rpger/backups")]
+    pub store: PathBuf,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Worker threads for hashing and compression (default: one per core).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new, empty store.
+    Init(InitArgs),
+    /// Back up one or more named sources into one new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots: name, time, sources, logical size, new bytes stored.
+    Snapshots,
+    /// Restore a snapshot (or one source of it) into a directory.
+    Restore(RestoreArgs),
+    /// Store size, logical size, dedup and compression ratios.
+    Stats,
+    /// Run a self-contained demo: generate dumps, back them up, restore, print the dedup ratio.
+    Demo(DemoArgs),
+}
+
+/// `init` options.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Average chunk size in bytes (min = avg/4, max = 4 x avg). Fixed for the store's life.
+    #[arg(long, default_value_t = 16384)]
+    pub chunk_avg: u32,
+    /// zstd level for new chunks (1-22).
+    #[arg(long, default_value_t = 3)]
+    pub zstd_level: i32,
+}
+
+/// `backup` options.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  rpger-store backup --source mongodb=/data2/rpger/dumps/mongodb --source redis=/data2/rpger/redis/dump.rdb\n  mongodump --archive | rpger-store backup --source mongodb=- --stdin-name mongodb.archive"
+)]
+pub struct BackupArgs {
+    /// A source as NAME=PATH (a directory or a file) or NAME=- (read stdin). Repeatable.
+    #[arg(long = "source", value_name = "NAME=PATH", required = true)]
+    pub sources: Vec<String>,
+    /// File name under which a stdin source is stored.
+    #[arg(long, default_value = "stdin")]
+    pub stdin_name: String,
+    /// Name the snapshot by local time instead of UTC.
+    #[arg(long)]
+    pub local_time: bool,
+    /// Annotation stored in the snapshot, KEY=VALUE. Repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// How long to wait for a conflicting lock, e.g. 30s, 10m (default: fail at once).
+    #[arg(long, default_value = "0s")]
+    pub lock_wait: String,
+}
+
+/// `restore` options.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot name, or `latest`.
+    pub snapshot: String,
+    /// Target directory; source NAME lands in TARGET/NAME. Created if missing; must be empty
+    /// unless --overwrite.
+    pub target: PathBuf,
+    /// Restore only this source.
+    #[arg(long, value_name = "NAME")]
+    pub only: Option<String>,
+    /// Allow a non-empty target: replace what the snapshot holds (symlinks found there are
+    /// replaced, never followed).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// How long to wait for a conflicting lock, e.g. 30s, 10m.
+    #[arg(long, default_value = "0s")]
+    pub lock_wait: String,
+}
+
+/// `demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Working directory (default: a new temporary directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Approximate size of one night's dumps in bytes.
+    #[arg(long, default_value_t = 24_000_000)]
+    pub size: u64,
+    /// Nights to back up.
+    #[arg(long, default_value_t = 2)]
+    pub nights: u32,
+}
+
+/// Parses `30s`, `10m`, `2h`, `0`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('h') => (&s[..s.len() - 1], 3600),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| std::time::Duration::from_secs(n * mult))
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 30s, 10m or 2h"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10m").unwrap().as_secs(), 600);
+        assert_eq!(parse_duration("0").unwrap().as_secs(), 0);
+        assert!(parse_duration("ten").is_err());
+    }
+}

@@ -1,0 +1,30 @@
+//! `rpger-store stats`.
+
+use crate::args::Cli;
+use crate::output;
+use anyhow::Result;
+use rpger_engine::stats;
+use serde_json::json;
+use std::process::ExitCode;
+
+pub fn run(cli: &Cli) -> Result<ExitCode> {
+    let store = super::open_store(cli)?;
+    let s = stats::stats(&store)?;
+    if cli.json {
+        output::print_json(json!({
+            "command": "stats", "snapshots": s.snapshots, "store_bytes": s.store_bytes, "logical_bytes": s.logical_bytes,
+            "unique_bytes": s.unique_bytes, "stored_bytes": s.stored_bytes, "chunks": s.chunks,
+            "dedup_ratio": s.dedup_ratio, "compression_ratio": s.compression_ratio, "total_ratio": s.total_ratio,
+        }));
+    } else {
+        println!("snapshots          {}", s.snapshots);
+        println!("logical size       {}", output::bytes(s.logical_bytes));
+        println!("unique chunk data  {} in {} chunks", output::bytes(s.unique_bytes), s.chunks);
+        println!("stored chunk data  {}", output::bytes(s.stored_bytes));
+        println!("store size on disk {}", output::bytes(s.store_bytes));
+        println!("dedup ratio        {:.2}x", s.dedup_ratio);
+        println!("compression ratio  {:.2}x", s.compression_ratio);
+        println!("total ratio        {:.2}x (logical / store size)", s.total_ratio);
+    }
+    Ok(ExitCode::SUCCESS)
+}

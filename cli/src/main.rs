@@ -1,0 +1,37 @@
+//! The `rpger-store` binary: parses arguments, runs one engine operation, renders the result,
+//! maps errors to exit codes. Thin by design.
+
+mod args;
+mod commands;
+mod output;
+mod progress;
+
+use clap::Parser;
+use rpger_engine::ErrorKind;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    if let Some(n) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
+            eprintln!("rpger-store: error: cannot start {n} worker threads: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match commands::run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rpger-store: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// Maps an error to the exit codes documented in `--help`.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<rpger_engine::Error>().map(|e| e.kind()) {
+        Some(ErrorKind::Locked) => 3,
+        Some(ErrorKind::Interrupted) => 130,
+        _ => 2,
+    }
+}

@@ -1,0 +1,159 @@
+//! The chunk index in memory: every segment merged into one sorted array of fixed-size entries
+//! (binary search, no allocation per lookup), plus the entries added by the running backup.
+
+use super::Store;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use rpger_formats::index::{Location, Segment};
+use rpger_formats::pack::{BlobEntry, Encoding};
+use rpger_formats::Id;
+use std::collections::HashMap;
+use std::fs;
+
+/// Largest index segment accepted on read.
+const MAX_SEGMENT_FILE: u64 = 16 << 30;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    id: Id,
+    pack: u32,
+    offset: u32,
+    len: u32,
+    raw_len: u32,
+    encoding: Encoding,
+}
+
+/// chunk id -> location, for the whole store.
+#[derive(Debug, Default)]
+pub struct Index {
+    packs: Vec<Id>,
+    entries: Vec<Entry>,
+    pending: HashMap<Id, Location>,
+    segments: Vec<Id>,
+}
+
+impl Index {
+    /// Loads every segment in `index/`.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Corrupt`] naming a segment that does not decode or whose content does
+    /// not match its name.
+    pub fn load(store: &Store) -> Result<Index> {
+        let dir = store.root().join("index");
+        let mut idx = Index::default();
+        let mut pack_pos: HashMap<Id, u32> = HashMap::new();
+        let mut names: Vec<_> = fs::read_dir(&dir).at("list", &dir)?.collect::<std::io::Result<Vec<_>>>().at("list", &dir)?;
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            let Some(seg_id) = e.file_name().to_str().and_then(|n| n.parse::<Id>().ok()) else { continue };
+            let path = e.path();
+            let bytes = fsutil::read_limited(&path, MAX_SEGMENT_FILE)?;
+            if Id::of(&bytes) != seg_id {
+                return Err(Error::new(
+                    crate::ErrorKind::Corrupt,
+                    format!("index segment {}: content does not match its name", path.display()),
+                ));
+            }
+            let seg = Segment::decode(&bytes).map_err(|err| Error::corrupt(format!("index segment {}", path.display()), err))?;
+            for (id, loc) in seg.entries {
+                let next = pack_pos.len() as u32;
+                let pi = *pack_pos.entry(loc.pack).or_insert(next);
+                if pi == next {
+                    idx.packs.push(loc.pack);
+                }
+                idx.entries.push(Entry { id, pack: pi, offset: loc.offset, len: loc.len, raw_len: loc.raw_len, encoding: loc.encoding });
+            }
+            idx.segments.push(seg_id);
+        }
+        // A chunk stored twice (two concurrent backups) keeps one location; both are valid.
+        idx.entries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        idx.entries.dedup_by(|a, b| a.id == b.id);
+        idx.entries.shrink_to_fit();
+        Ok(idx)
+    }
+
+    /// Where `id` is stored.
+    pub fn get(&self, id: &Id) -> Option<Location> {
+        if let Ok(i) = self.entries.binary_search_by(|e| e.id.cmp(id)) {
+            let e = &self.entries[i];
+            return Some(Location {
+                pack: self.packs[e.pack as usize],
+                offset: e.offset,
+                len: e.len,
+                raw_len: e.raw_len,
+                encoding: e.encoding,
+            });
+        }
+        self.pending.get(id).copied()
+    }
+
+    /// Whether `id` is stored.
+    pub fn contains(&self, id: &Id) -> bool {
+        self.entries.binary_search_by(|e| e.id.cmp(id)).is_ok() || self.pending.contains_key(id)
+    }
+
+    /// Number of distinct chunks known.
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.pending.len()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// (uncompressed, stored) bytes of all distinct chunks.
+    pub fn totals(&self) -> (u64, u64) {
+        let mut raw = 0u64;
+        let mut stored = 0u64;
+        for e in &self.entries {
+            raw += e.raw_len as u64;
+            stored += e.len as u64;
+        }
+        for l in self.pending.values() {
+            raw += l.raw_len as u64;
+            stored += l.len as u64;
+        }
+        (raw, stored)
+    }
+
+    /// Records the blobs of a pack just written.
+    pub fn add_pack(&mut self, pack: Id, entries: &[BlobEntry]) {
+        for b in entries {
+            self.pending.entry(b.id).or_insert(Location { pack, offset: b.offset, len: b.len, raw_len: b.raw_len, encoding: b.encoding });
+        }
+    }
+
+    /// Number of entries not yet written to a segment.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Writes the pending entries as one new segment (atomically) and folds them into the
+    /// sorted array.
+    ///
+    /// # Errors
+    /// I/O errors with the path.
+    pub fn flush(&mut self, store: &Store) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let seg = Segment { entries: self.pending.iter().map(|(k, v)| (*k, *v)).collect() };
+        let bytes = seg.encode();
+        let id = Id::of(&bytes);
+        let path = store.root().join("index").join(id.to_hex());
+        fsutil::write_atomic(&store.tmp_dir(), &path, &bytes)?;
+        let mut pack_pos: HashMap<Id, u32> = self.packs.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
+        for (id, loc) in std::mem::take(&mut self.pending) {
+            let next = self.packs.len() as u32;
+            let pi = *pack_pos.entry(loc.pack).or_insert(next);
+            if pi == next {
+                self.packs.push(loc.pack);
+            }
+            self.entries.push(Entry { id, pack: pi, offset: loc.offset, len: loc.len, raw_len: loc.raw_len, encoding: loc.encoding });
+        }
+        self.entries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        self.segments.push(id);
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! Writing packs (one writer per backup, blobs appended in order) and reading blobs back.
+
+use super::Store;
+use crate::compress;
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::fsutil;
+use rpger_formats::index::Location;
+use rpger_formats::pack::{self, BlobEntry, Encoding};
+use rpger_formats::Id;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// A pack that has been made durable under its final name.
+#[derive(Debug)]
+pub struct FinishedPack {
+    /// Pack id.
+    pub id: Id,
+    /// Its blobs.
+    pub entries: Vec<BlobEntry>,
+    /// File size.
+    pub bytes: u64,
+}
+
+struct OpenPack {
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    hasher: blake3::Hasher,
+    entries: Vec<BlobEntry>,
+    len: u64,
+}
+
+/// Appends blobs to packs and closes each pack once it reaches the store's target size.
+pub struct PackWriter {
+    store: Store,
+    current: Option<OpenPack>,
+}
+
+impl PackWriter {
+    /// A writer for `store`.
+    pub fn new(store: &Store) -> Self {
+        PackWriter { store: store.clone(), current: None }
+    }
+
+    fn open(&mut self) -> Result<&mut OpenPack> {
+        if self.current.is_none() {
+            let tmp = fsutil::tmp_path(&self.store.tmp_dir(), "pack");
+            let f = OpenOptions::new().write(true).create_new(true).open(&tmp).at("create pack", &tmp)?;
+            let mut p = OpenPack { tmp, out: BufWriter::with_capacity(4 << 20, f), hasher: blake3::Hasher::new(), entries: vec![], len: 0 };
+            let h = pack::header();
+            p.out.write_all(&h).at("write pack", &p.tmp)?;
+            p.hasher.update(&h);
+            p.len = h.len() as u64;
+            self.current = Some(p);
+        }
+        Ok(self.current.as_mut().expect("opened above"))
+    }
+
+    /// Appends one blob. Returns the pack it closed, if this blob filled one.
+    ///
+    /// # Errors
+    /// I/O errors on the temp pack (e.g. a full disk).
+    pub fn add(&mut self, id: Id, encoding: Encoding, stored: &[u8], raw_len: u32) -> Result<Option<FinishedPack>> {
+        let target = self.store.config().pack_target_size as u64;
+        let p = self.open()?;
+        p.out.write_all(stored).at("write pack", &p.tmp)?;
+        p.hasher.update(stored);
+        p.entries.push(BlobEntry { id, offset: p.len as u32, len: stored.len() as u32, raw_len, encoding });
+        p.len += stored.len() as u64;
+        // Offsets are u32: close well before 4 GiB whatever the configured target.
+        if p.len >= target || p.len >= (1 << 31) || p.entries.len() as u32 >= pack::MAX_ENTRIES - 1 {
+            return self.finish();
+        }
+        Ok(None)
+    }
+
+    /// Closes the open pack (if any): trailer, fsync, rename, fsync directory.
+    ///
+    /// # Errors
+    /// I/O errors with the path.
+    pub fn finish(&mut self) -> Result<Option<FinishedPack>> {
+        let Some(mut p) = self.current.take() else { return Ok(None) };
+        let res = (|| {
+            let trailer = pack::encode_trailer(&p.entries);
+            p.out.write_all(&trailer).at("write pack", &p.tmp)?;
+            p.hasher.update(&trailer);
+            p.len += trailer.len() as u64;
+            let f = p.out.into_inner().map_err(|e| Error::io("flush pack", &p.tmp, e.into_error()))?;
+            f.sync_all().at("fsync pack", &p.tmp)?;
+            drop(f);
+            let id = Id::from(p.hasher.finalize());
+            let dest = self.store.pack_path(&id);
+            let dir = dest.parent().expect("pack path has a parent");
+            if !dir.is_dir() {
+                fs::create_dir_all(dir).at("create", dir)?;
+                fsutil::fsync_dir(&self.store.root().join("packs"))?;
+            }
+            fs::rename(&p.tmp, &dest).at("rename pack into place", &dest)?;
+            fsutil::fsync_dir(dir)?;
+            Ok(FinishedPack { id, entries: std::mem::take(&mut p.entries), bytes: p.len })
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&p.tmp);
+        }
+        res.map(Some)
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        if let Some(p) = self.current.take() {
+            let _ = fs::remove_file(&p.tmp);
+        }
+    }
+}
+
+/// Reads blobs from packs; keeps pack files open (shared between threads).
+pub struct PackReader {
+    store: Store,
+    open: Mutex<HashMap<Id, Arc<File>>>,
+}
+
+const MAX_OPEN_PACKS: usize = 256;
+
+impl PackReader {
+    /// A reader over `store`'s packs.
+    pub fn new(store: &Store) -> Self {
+        PackReader { store: store.clone(), open: Mutex::new(HashMap::new()) }
+    }
+
+    fn file(&self, pack: &Id) -> Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(pack) {
+            return Ok(f.clone());
+        }
+        let path = self.store.pack_path(pack);
+        let f = Arc::new(File::open(&path).at("open pack", &path)?);
+        if open.len() >= MAX_OPEN_PACKS {
+            open.clear();
+        }
+        open.insert(*pack, f.clone());
+        Ok(f)
+    }
+
+    /// Reads, decompresses and checks one chunk: the result hashes to `id`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Missing`] for a missing pack, [`ErrorKind::Corrupt`] for a blob that is short,
+    /// does not decompress or does not hash to `id`; the message names chunk and pack.
+    pub fn read_chunk(&self, id: &Id, loc: &Location) -> Result<Vec<u8>> {
+        let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
+        let f = self.file(&loc.pack).map_err(|e| e.context(what()))?;
+        let mut stored = vec![0u8; loc.len as usize];
+        f.read_exact_at(&mut stored, loc.offset as u64).map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::UnexpectedEof { ErrorKind::Corrupt } else { ErrorKind::Io };
+            Error::with_cause(kind, format!("{} (pack file {})", what(), self.store.pack_path(&loc.pack).display()), e)
+        })?;
+        let raw = compress::decompress(loc.encoding, &stored, loc.raw_len as usize).map_err(|e| e.context(what()))?;
+        if Id::of(&raw) != *id {
+            return Err(Error::new(ErrorKind::Corrupt, format!("{}: content does not match its hash", what())));
+        }
+        Ok(raw)
+    }
+}
