@@ -1,1 +1,10 @@
+//! Integration tests: the real `rpger-store` binary on real files.
+//!
+//! One test binary (declared in `cli/Cargo.toml`); each module owns one concern.
 
+mod bad_input;
+mod common;
+mod crash;
+mod dedup;
+mod restore_safety;
+mod roundtrip;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0    success
-  1    finished, but damage was found (a restore could not write every file)
+  1    damage found: stored data is corrupt or missing (a restore wrote everything else)
   2    could not run: bad arguments, not a store, missing source, I/O error
   3    the store is locked by another process (its holder is named)
   130  interrupted";

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
 /// Maps an error to the exit codes documented in `--help`.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<rpger_engine::Error>().map(|e| e.kind()) {
+        Some(ErrorKind::Corrupt) => 1,
         Some(ErrorKind::Locked) => 3,
         Some(ErrorKind::Interrupted) => 130,
         _ => 2,

@@ -1,12 +1,16 @@
 //! A deterministic generator of RPGer-like nightly dumps with realistic day-to-day churn, for
 //! the demo, tests and benchmarks (the project must not depend on the shared Python generator).
 //!
-//! Per night it writes `mongodb/mongodb_backup/rpger/<coll>.bson` (real BSON documents in natural
-//! order: ~2% modified in place with size changes, ~1% appended, ~0.5% deleted, updates biased
-//! to the newest 10%), `redis/dump.rdb` (records in hash-table order, ~5% of keys rewritten,
-//! scattered through the file, values incompressible like LZF output) and
-//! `chroma/chroma.sqlite3` (4 KiB pages of float vectors and text; ~1% of pages rewritten in place,
-//! new pages appended).
+//! The shares and churn follow `shared/datasets/README.md` (measured on the real stack). Per night:
+//! - `mongodb/mongodb_backup/rpger/<coll>.bson` (~45%): real BSON documents in natural order; ~2%
+//!   modified in place with size changes (85% of them in the newest 5%), ~1% appended, ~0.5%
+//!   deleted (half scattered, half one contiguous run).
+//! - `redis/dump.rdb` (~13%): ~750-byte records in hash-table order, ~5% of keys rewritten and so
+//!   scattered through the file; values half LZF-like noise, half text.
+//! - `redis/appendonlydir/` (~13% + growth): a base that never changes and an incr log that only
+//!   grows by the day's commands (no AOF rewrite within a week, as measured).
+//! - `chroma/chroma.sqlite3` (~28%): 4 KiB pages of float vectors and text; ~10% of pages touched
+//!   in place (B-tree and FTS updates), ~1.2% new pages appended.
 
 use crate::error::{IoContext, Result};
 use std::fs;
@@ -141,7 +145,7 @@ struct Doc {
 fn new_doc(rng: &mut Rng, id: u64) -> Doc {
     let mut stats = vec![0u8; 16 + rng.below(48) as usize];
     rng.fill(&mut stats);
-    let nw = 10 + rng.below(120) as usize;
+    let nw = 40 + rng.below(360) as usize;
     Doc { id, n: rng.below(100) as i32, name: words(rng, 2), text: words(rng, nw), stats }
 }
 
@@ -151,6 +155,8 @@ pub struct Dataset {
     collections: Vec<(String, Vec<Doc>)>,
     next_id: u64,
     redis: Vec<(u64, Vec<u8>)>,
+    aof_base: Vec<u8>,
+    aof_incr: Vec<u8>,
     pages: Vec<Vec<u8>>,
 }
 
@@ -158,7 +164,7 @@ impl Dataset {
     /// A dataset of roughly `bytes` per night (at least ~200 KB), deterministic from `seed`.
     pub fn new(seed: u64, bytes: u64) -> Self {
         let mut rng = Rng::new(seed);
-        let mongo_docs = (bytes / 2 / 450).max(200);
+        let mongo_docs = (bytes * 45 / 100 / 1300).max(200);
         let mut next_id = 1;
         let mut collections = vec![];
         for (name, share) in [("characters", 3u64), ("messages", 5), ("campaigns", 2)] {
@@ -170,16 +176,38 @@ impl Dataset {
                 .collect();
             collections.push((name.to_string(), docs));
         }
-        let redis_keys = (bytes / 4 / 300).max(100);
-        let redis = (0..redis_keys)
-            .map(|k| {
-                let mut v = vec![0u8; 100 + rng.below(400) as usize];
-                rng.fill(&mut v);
-                (k.wrapping_mul(0x9E37_79B9_7F4A_7C15), v)
-            })
-            .collect();
-        let pages = (0..(bytes / 4 / 4096).max(20)).map(|_| Self::page(&mut rng)).collect();
-        Dataset { rng, collections, next_id, redis, pages }
+        let redis_keys = (bytes * 13 / 100 / 750).max(100);
+        let redis: Vec<(u64, Vec<u8>)> =
+            (0..redis_keys).map(|k| (k.wrapping_mul(0x9E37_79B9_7F4A_7C15), Self::redis_value(&mut rng))).collect();
+        let pages = (0..(bytes * 28 / 100 / 4096).max(20)).map(|_| Self::page(&mut rng)).collect();
+        let mut d = Dataset { rng, collections, next_id, redis, aof_base: vec![], aof_incr: vec![], pages };
+        d.aof_base = d.rdb();
+        d
+    }
+
+    /// Like an LZF-compressed value: half noise, half text.
+    fn redis_value(rng: &mut Rng) -> Vec<u8> {
+        let len = 300 + rng.below(900) as usize;
+        let mut v = vec![0u8; len / 2];
+        rng.fill(&mut v);
+        let t = words(rng, len / 10);
+        v.extend_from_slice(&t.as_bytes()[..(len - len / 2).min(t.len())]);
+        v
+    }
+
+    /// The dump: records in hash-table order, so changed keys are scattered.
+    fn rdb(&self) -> Vec<u8> {
+        let mut rdb = b"REDIS0010".to_vec();
+        let mut order: Vec<&(u64, Vec<u8>)> = self.redis.iter().collect();
+        order.sort_by_key(|(k, _)| k.rotate_left(29) ^ 0x5555);
+        for (k, v) in order {
+            rdb.push(0);
+            rdb.extend_from_slice(format!("user:{k:x}").as_bytes());
+            rdb.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            rdb.extend_from_slice(v);
+        }
+        rdb.push(0xFF);
+        rdb
     }
 
     fn page(rng: &mut Rng) -> Vec<u8> {
@@ -197,8 +225,7 @@ impl Dataset {
         for (_, docs) in &mut self.collections {
             let len = docs.len() as u64;
             for _ in 0..(len * 2 / 100).max(1) {
-                // 85% of updates hit the newest 10% of the collection.
-                let i = if rng.chance(0.85) { len - 1 - rng.below(len / 10 + 1) } else { rng.below(len) } as usize;
+                let i = if rng.chance(0.85) { len - 1 - rng.below(len / 20 + 1) } else { rng.below(len) } as usize;
                 let last = docs.len() - 1;
                 let nw = 1 + rng.below(8) as usize;
                 let extra = words(rng, nw);
@@ -207,11 +234,16 @@ impl Dataset {
                 d.text.push(' ');
                 d.text.push_str(&extra);
             }
-            for _ in 0..(len / 200).max(1) {
+            for _ in 0..(len / 400).max(1) {
                 if docs.len() > 10 {
                     let i = rng.below(docs.len() as u64) as usize;
                     docs.remove(i);
                 }
+            }
+            let run = (len / 400) as usize;
+            if run > 0 && docs.len() > run + 10 {
+                let at = rng.below((docs.len() - run) as u64) as usize;
+                docs.drain(at..at + run);
             }
             for _ in 0..(len / 100).max(1) {
                 self.next_id += 1;
@@ -221,10 +253,14 @@ impl Dataset {
         let keys = self.redis.len() as u64;
         for _ in 0..(keys * 5 / 100).max(1) {
             let i = rng.below(keys) as usize;
-            rng.fill(&mut self.redis[i].1);
+            self.redis[i].1 = Self::redis_value(rng);
+            let (k, v) = &self.redis[i];
+            self.aof_incr.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n$20\r\nuser:{k:015x}\r\n${}\r\n", v.len()).as_bytes());
+            self.aof_incr.extend_from_slice(v);
+            self.aof_incr.extend_from_slice(b"\r\n");
         }
         let pages = self.pages.len() as u64;
-        for _ in 0..(pages / 100).max(1) {
+        for _ in 0..(pages / 10).max(1) {
             let i = rng.below(pages) as usize;
             let off = rng.below(4000) as usize;
             let mut patch = [0u8; 64];
@@ -232,12 +268,12 @@ impl Dataset {
             let end = (off + 64).min(4096);
             self.pages[i][off..end].copy_from_slice(&patch[..end - off]);
         }
-        for _ in 0..(pages / 80).max(1) {
+        for _ in 0..(pages * 12 / 1000).max(1) {
             self.pages.push(Self::page(rng));
         }
     }
 
-    /// Writes tonight's dumps under `dir` in the legacy layout.
+    /// Writes tonight's dumps under `dir` in the legacy layout; returns the bytes written.
     ///
     /// # Errors
     /// I/O errors with the path.
@@ -258,20 +294,20 @@ impl Dataset {
             fs::write(&p, meta).at("write", &p)?;
         }
         let redis = dir.join("redis");
-        fs::create_dir_all(&redis).at("create", &redis)?;
-        let mut rdb = b"REDIS0010".to_vec();
-        let mut order: Vec<&(u64, Vec<u8>)> = self.redis.iter().collect();
-        order.sort_by_key(|(k, _)| k.rotate_left(29) ^ 0x5555);
-        for (k, v) in order {
-            rdb.push(0);
-            rdb.extend_from_slice(format!("user:{k:x}").as_bytes());
-            rdb.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            rdb.extend_from_slice(v);
+        let rdb = self.rdb();
+        let aof = redis.join("appendonlydir");
+        fs::create_dir_all(&aof).at("create", &aof)?;
+        total += (rdb.len() + self.aof_base.len() + self.aof_incr.len()) as u64;
+        let aof_manifest = b"file appendonly.aof.1.base.rdb seq 1 type b\nfile appendonly.aof.1.incr.aof seq 1 type i\n";
+        for (name, bytes) in [
+            ("dump.rdb", &rdb[..]),
+            ("appendonlydir/appendonly.aof.1.base.rdb", &self.aof_base[..]),
+            ("appendonlydir/appendonly.aof.1.incr.aof", &self.aof_incr[..]),
+            ("appendonlydir/appendonly.aof.manifest", &aof_manifest[..]),
+        ] {
+            let p = redis.join(name);
+            fs::write(&p, bytes).at("write", &p)?;
         }
-        rdb.push(0xFF);
-        total += rdb.len() as u64;
-        let p = redis.join("dump.rdb");
-        fs::write(&p, &rdb).at("write", &p)?;
         let chroma = dir.join("chroma");
         fs::create_dir_all(&chroma).at("create", &chroma)?;
         let db: Vec<u8> = self.pages.concat();

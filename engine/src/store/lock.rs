@@ -60,7 +60,9 @@ pub fn acquire(locks_dir: &Path, mode: LockMode, command: &str, wait: Duration) 
             Err(e) => return Err(Error::io("lock", &path, e.into())),
         }
     }
-    let info_path = locks_dir.join(format!("{}-{}.info", hostname(), std::process::id()));
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let info_path = locks_dir.join(format!("{}-{}-{seq}.info", hostname(), std::process::id()));
     let info = format!(
         "pid={}\nhost={}\ncommand={command}\nmode={}\nsince={}\n",
         std::process::id(),
@@ -98,5 +100,26 @@ fn describe_holders(locks_dir: &Path) -> String {
         "another process (no readable holder information)".to_string()
     } else {
         live.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_locks_coexist_and_exclusive_names_the_holder() {
+        let d = tempfile::tempdir().unwrap();
+        let a = acquire(d.path(), LockMode::Shared, "backup", Duration::ZERO).unwrap();
+        let b = acquire(d.path(), LockMode::Shared, "restore", Duration::ZERO).unwrap();
+        let err = acquire(d.path(), LockMode::Exclusive, "prune", Duration::from_millis(200)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Locked);
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("pid {}", std::process::id())) && msg.contains("backup"), "{msg}");
+        drop((a, b));
+        let c = acquire(d.path(), LockMode::Exclusive, "prune", Duration::ZERO).unwrap();
+        assert!(acquire(d.path(), LockMode::Shared, "backup", Duration::ZERO).is_err());
+        drop(c);
+        assert!(fs::read_dir(d.path()).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().ends_with(".info")));
     }
 }
