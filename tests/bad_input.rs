@@ -95,12 +95,8 @@ fn a_truncated_pack_is_reported_by_name() {
 }
 
 fn find_one_pack(dir: &Path) -> std::path::PathBuf {
-    for d in fs::read_dir(dir).unwrap().flatten() {
-        for f in fs::read_dir(d.path()).unwrap().flatten() {
-            return f.path();
-        }
-    }
-    panic!("no pack in {}", dir.display());
+    let sub = fs::read_dir(dir).unwrap().flatten().next().expect("a pack directory");
+    fs::read_dir(sub.path()).unwrap().flatten().next().expect("a pack").path()
 }
 
 #[test]

@@ -1,1 +1,1 @@
-//! Criterion benchmarks live in benches/.
+//! Benchmarks for rpger-store live in `benches/`; see `benches/README.md`.

@@ -282,8 +282,8 @@ fn remove_tree_at(parent: BorrowedFd, name: &[u8], shown: &Path) -> Result<()> {
     let mut children = vec![];
     {
         let dup = rustix::io::dup(&fd).at("dup", shown)?;
-        let mut dir = rustix::fs::Dir::new(dup).at("read directory", shown)?;
-        while let Some(ent) = dir.next() {
+        let dir = rustix::fs::Dir::new(dup).at("read directory", shown)?;
+        for ent in dir {
             let ent = ent.at("read directory", shown)?;
             let n = ent.file_name().to_bytes();
             if n != b"." && n != b".." {

@@ -47,7 +47,7 @@ impl Segment {
     /// Encodes the segment; entries are sorted by chunk id first.
     pub fn encode(&self) -> Vec<u8> {
         let mut entries = self.entries.clone();
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_unstable_by_key(|e| e.0);
         let mut packs: Vec<Id> = entries.iter().map(|e| e.1.pack).collect();
         packs.sort_unstable();
         packs.dedup();
@@ -140,7 +140,7 @@ mod tests {
                 encoding: if *z { Encoding::Zstd } else { Encoding::Raw },
             })).collect() };
             let mut sorted = seg.entries.clone();
-            sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            sorted.sort_by_key(|e| e.0);
             prop_assert_eq!(Segment::decode(&seg.encode()).unwrap().entries, sorted);
         }
 

@@ -66,7 +66,7 @@ impl Index {
             idx.segments.push(seg_id);
         }
         // A chunk stored twice (two concurrent backups) keeps one location; both are valid.
-        idx.entries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        idx.entries.sort_unstable_by_key(|e| e.id);
         idx.entries.dedup_by(|a, b| a.id == b.id);
         idx.entries.shrink_to_fit();
         Ok(idx)
@@ -152,7 +152,7 @@ impl Index {
             }
             self.entries.push(Entry { id, pack: pi, offset: loc.offset, len: loc.len, raw_len: loc.raw_len, encoding: loc.encoding });
         }
-        self.entries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        self.entries.sort_unstable_by_key(|e| e.id);
         self.segments.push(id);
         Ok(())
     }
