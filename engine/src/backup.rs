@@ -2,33 +2,20 @@
 //! (zstd) new chunks in parallel, append them to packs, then commit index -> manifests ->
 //! snapshot, in that order, so a crash at any point leaves only unreferenced data behind.
 
-use crate::chunking::{cut_points, ChunkParams};
-use crate::compress;
 use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::pipeline::{self, Feeder};
 use crate::progress::Progress;
 use crate::store::index::Index;
 use crate::store::lock::{self, LockMode};
-use crate::store::pack::PackWriter;
 use crate::store::{now_ns, Store};
-use memmap2::{Mmap, MmapOptions};
-use rayon::prelude::*;
 use rpger_formats::snapshot::{self, Entry, EntryKind, Manifest, Snapshot, SourceRef};
-use rpger_formats::Id;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
-
-/// Bytes of a file mapped (or of a stream buffered) at a time. Must exceed the largest chunk.
-const WINDOW: usize = 16 << 20;
-/// Chunk bytes gathered before hashing/compressing them in parallel.
-const BATCH: usize = 16 << 20;
-/// Files at least this large are memory-mapped; smaller ones are read.
-const MMAP_MIN: u64 = 1 << 20;
 
 /// Where a source's data comes from.
 pub enum SourceInput {
@@ -99,25 +86,31 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
     let start_ns = now_ns();
     let _lock = lock::acquire(&store.locks_dir(), LockMode::Shared, "backup", opts.lock_wait)?;
     let index = Index::load(store)?;
-    let mut pipe = Pipeline::new(store, index);
-    let mut skipped = vec![];
-    let mut sources = vec![];
     let mut specs = opts.sources;
     specs.sort_by(|a, b| a.name.cmp(&b.name));
-    for spec in specs {
-        let name = spec.name.clone();
-        let (manifest, logical) = match spec.input {
-            SourceInput::Path(p) => backup_path(&mut pipe, &p, &mut skipped, progress),
-            SourceInput::Stream { file_name, reader } => backup_stream(&mut pipe, &file_name, reader, "stdin", progress),
+    let ((sources, skipped, bytes_read), stats) = pipeline::run(store, index, |feeder| {
+        let mut skipped = vec![];
+        let mut sources = vec![];
+        for spec in specs {
+            let name = spec.name.clone();
+            let (mut manifest, logical, files) = match spec.input {
+                SourceInput::Path(p) => backup_path(feeder, &p, &mut skipped, progress),
+                SourceInput::Stream { file_name, reader } => backup_stream(feeder, &file_name, reader, "stdin", progress),
+            }
+            .map_err(|e| e.context(format!("source {name}")))?;
+            // Packs and index go first: the manifest must only reference durable chunks.
+            let mut slots = feeder.flush()?;
+            for (ei, slot) in files {
+                if let EntryKind::File { chunks, .. } = &mut manifest.entries[ei].kind {
+                    *chunks = std::mem::take(&mut slots[slot]);
+                }
+            }
+            manifest.validate().map_err(|e| Error::with_cause(ErrorKind::InvalidInput, format!("source {name}"), e))?;
+            let id = store.write_manifest(&manifest)?;
+            sources.push(SourceRef { name, manifest: id, logical_bytes: logical, entries: manifest.entries.len() as u64 });
         }
-        .map_err(|e| e.context(format!("source {name}")))?;
-        let entries = manifest.entries.len() as u64;
-        manifest.validate().map_err(|e| Error::with_cause(ErrorKind::InvalidInput, format!("source {name}"), e))?;
-        // Packs and index go first: the manifest must only reference durable chunks.
-        pipe.flush_all()?;
-        let id = store.write_manifest(&manifest)?;
-        sources.push(SourceRef { name, manifest: id, logical_bytes: logical, entries });
-    }
+        Ok((sources, skipped, feeder.bytes_read))
+    })?;
     let time = chrono::DateTime::from_timestamp_nanos(start_ns);
     let name = if opts.local_time {
         time.with_timezone(&chrono::Local).format("%Y-%m-%d_%H-%M-%S").to_string()
@@ -132,222 +125,12 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
         hostname: rustix::system::uname().nodename().to_string_lossy().into_owned(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         sources,
-        new_stored_bytes: pipe.new_stored,
-        new_raw_bytes: pipe.new_raw,
+        new_stored_bytes: stats.new_stored,
+        new_raw_bytes: stats.new_raw,
         labels,
     };
     let snapshot = store.commit_snapshot(snap)?;
-    Ok(BackupReport { snapshot, bytes_read: pipe.bytes_read, chunks: pipe.chunks, new_chunks: pipe.new_chunks, packs: pipe.packs, skipped })
-}
-
-/// Memory that chunks borrow from: a mapped file window or a read buffer.
-enum Buf {
-    Map(Mmap, usize),
-    Vec(Vec<u8>),
-}
-
-impl Buf {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Buf::Map(m, skip) => &m[*skip..],
-            Buf::Vec(v) => v,
-        }
-    }
-}
-
-struct Pending {
-    buf: Arc<Buf>,
-    start: usize,
-    len: usize,
-    slot: usize,
-}
-
-impl Pending {
-    fn bytes(&self) -> &[u8] {
-        &self.buf.bytes()[self.start..self.start + self.len]
-    }
-}
-
-/// The chunk -> hash -> dedup -> compress -> pack pipeline, batch by batch.
-struct Pipeline<'s> {
-    store: &'s Store,
-    params: ChunkParams,
-    level: i32,
-    index: Index,
-    writer: PackWriter,
-    /// Chunks in the pack being written (not yet in the index).
-    open_pack: HashSet<Id>,
-    batch: Vec<Pending>,
-    batch_bytes: usize,
-    /// Chunk ids of each file, by slot.
-    slots: Vec<Vec<Id>>,
-    bytes_read: u64,
-    chunks: u64,
-    new_chunks: u64,
-    new_raw: u64,
-    new_stored: u64,
-    packs: u64,
-}
-
-impl<'s> Pipeline<'s> {
-    fn new(store: &'s Store, index: Index) -> Self {
-        Pipeline {
-            store,
-            params: store.chunk_params(),
-            level: store.config().zstd_level,
-            index,
-            writer: PackWriter::new(store),
-            open_pack: HashSet::new(),
-            batch: vec![],
-            batch_bytes: 0,
-            slots: vec![],
-            bytes_read: 0,
-            chunks: 0,
-            new_chunks: 0,
-            new_raw: 0,
-            new_stored: 0,
-            packs: 0,
-        }
-    }
-
-    fn new_slot(&mut self) -> usize {
-        self.slots.push(vec![]);
-        self.slots.len() - 1
-    }
-
-    /// Chunks the consumed part of `buf` into `slot`; returns how many bytes were consumed
-    /// (all of them when `eof`).
-    fn push(&mut self, buf: Arc<Buf>, slot: usize, eof: bool, hasher: &mut blake3::Hasher, progress: &dyn Progress) -> Result<usize> {
-        let data = buf.bytes();
-        let cuts = cut_points(data, self.params, eof);
-        let consumed = cuts.last().map(|&(s, l)| s + l).unwrap_or(0);
-        if consumed >= 1 << 20 {
-            hasher.update_rayon(&data[..consumed]);
-        } else {
-            hasher.update(&data[..consumed]);
-        }
-        for (start, len) in cuts {
-            self.batch.push(Pending { buf: buf.clone(), start, len, slot });
-            self.batch_bytes += len;
-        }
-        self.bytes_read += consumed as u64;
-        progress.advance(consumed as u64);
-        if self.batch_bytes >= BATCH {
-            self.flush_batch()?;
-        }
-        Ok(consumed)
-    }
-
-    fn flush_batch(&mut self) -> Result<()> {
-        let batch = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<Id> = batch.par_iter().map(|p| Id::of(p.bytes())).collect();
-        let mut fresh = vec![];
-        let mut in_batch = HashSet::new();
-        for (i, id) in ids.iter().enumerate() {
-            if !self.index.contains(id) && !self.open_pack.contains(id) && in_batch.insert(*id) {
-                fresh.push(i);
-            }
-        }
-        let level = self.level;
-        let blobs: Vec<_> = fresh.par_iter().map(|&i| compress::compress(batch[i].bytes(), level)).collect();
-        for (&i, (enc, stored)) in fresh.iter().zip(blobs) {
-            self.new_chunks += 1;
-            self.new_raw += batch[i].len as u64;
-            self.new_stored += stored.len() as u64;
-            self.open_pack.insert(ids[i]);
-            if let Some(done) = self.writer.add(ids[i], enc, &stored, batch[i].len as u32)? {
-                self.index.add_pack(done.id, &done.entries);
-                self.open_pack.clear();
-                self.packs += 1;
-            }
-        }
-        self.chunks += ids.len() as u64;
-        for (p, id) in batch.iter().zip(ids) {
-            self.slots[p.slot].push(id);
-        }
-        Ok(())
-    }
-
-    /// Makes everything pushed so far durable and indexed.
-    fn flush_all(&mut self) -> Result<()> {
-        self.flush_batch()?;
-        if let Some(done) = self.writer.finish()? {
-            self.index.add_pack(done.id, &done.entries);
-            self.open_pack.clear();
-            self.packs += 1;
-        }
-        self.index.flush(self.store)
-    }
-
-    /// Reads a whole stream into `slot`; returns (bytes, whole-stream hash).
-    fn stream(&mut self, mut reader: impl Read, slot: usize, what: &Path, progress: &dyn Progress) -> Result<(u64, Id)> {
-        let mut hasher = blake3::Hasher::new();
-        let mut carry: Vec<u8> = vec![];
-        let mut total = 0u64;
-        loop {
-            let mut buf = Vec::with_capacity(WINDOW);
-            buf.extend_from_slice(&carry);
-            let mut eof = false;
-            while buf.len() < WINDOW {
-                let before = buf.len();
-                match reader.by_ref().take((WINDOW - before) as u64).read_to_end(&mut buf) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io("read", what, e)),
-                }
-            }
-            let buf = Arc::new(Buf::Vec(buf));
-            let consumed = self.push(buf.clone(), slot, eof, &mut hasher, progress)?;
-            total += consumed as u64;
-            if eof {
-                return Ok((total, Id::from(hasher.finalize())));
-            }
-            carry = buf.bytes()[consumed..].to_vec();
-        }
-    }
-
-    /// Reads a regular file into `slot`, memory-mapping it window by window when large.
-    fn file(&mut self, path: &Path, slot: usize, progress: &dyn Progress) -> Result<(u64, Id)> {
-        let f = File::open(path).at("open", path)?;
-        let len = f.metadata().at("stat", path)?.len();
-        if len < MMAP_MIN {
-            return self.stream(f, slot, path, progress);
-        }
-        let page = rustix::param::page_size() as u64;
-        let mut hasher = blake3::Hasher::new();
-        let mut pos = 0u64;
-        while pos < len {
-            let map_start = pos - pos % page;
-            let map_len = (WINDOW as u64).min(len - map_start);
-            // SAFETY-free: memmap2's map is unsafe only because another process may change the
-            // file; sources are dumps at rest, and every chunk is hashed from the bytes we read.
-            let map = map_readonly(&f, map_start, map_len as usize).at("map", path)?;
-            let eof = map_start + map_len == len;
-            let buf = Arc::new(Buf::Map(map, (pos - map_start) as usize));
-            let consumed = self.push(buf, slot, eof, &mut hasher, progress)?;
-            pos += consumed as u64;
-            if eof {
-                break;
-            }
-        }
-        Ok((pos, Id::from(hasher.finalize())))
-    }
-}
-
-#[allow(unsafe_code)]
-fn map_readonly(f: &File, offset: u64, len: usize) -> std::io::Result<Mmap> {
-    // SAFETY: the mapping is read-only and private to this process; if another process truncates
-    // the file while we read it the kernel raises SIGBUS. Sources are dumps at rest (see
-    // docs/ARCHITECTURE.md), which is why large files are mapped at all.
-    unsafe { MmapOptions::new().offset(offset).len(len).map(f) }
+    Ok(BackupReport { snapshot, bytes_read, chunks: stats.chunks, new_chunks: stats.new_chunks, packs: stats.packs, skipped })
 }
 
 fn meta_entry(path: Vec<u8>, md: &Metadata, kind: EntryKind) -> Entry {
@@ -365,8 +148,12 @@ fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Backs up a directory tree or a single file. Returns the manifest and the logical size.
-fn backup_path(pipe: &mut Pipeline, root: &Path, skipped: &mut Vec<String>, progress: &dyn Progress) -> Result<(Manifest, u64)> {
+/// A manifest whose file entries still lack their chunk lists, the logical size, and for each
+/// file (entry index, pipeline slot).
+type Walked = (Manifest, u64, Vec<(usize, usize)>);
+
+/// Backs up a directory tree or a single file.
+fn backup_path(pipe: &mut Feeder, root: &Path, skipped: &mut Vec<String>, progress: &dyn Progress) -> Result<Walked> {
     // The root itself is followed if it is a symlink: users point at linked data dirs.
     let root_md = fs::metadata(root).at("source path", root)?;
     let root_name = root.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| b"data".to_vec());
@@ -427,25 +214,12 @@ fn backup_path(pipe: &mut Pipeline, root: &Path, skipped: &mut Vec<String>, prog
             skipped.push(format!("{} (not a regular file, directory or symlink)", abs.display()));
         }
     }
-    pipe.flush_batch()?;
-    for (ei, slot) in files {
-        if let EntryKind::File { chunks, .. } = &mut entries[ei].kind {
-            *chunks = std::mem::take(&mut pipe.slots[slot]);
-        }
-    }
-    pipe.slots.clear();
     progress.finish();
-    Ok((Manifest { entries }, logical))
+    Ok((Manifest { entries }, logical, files))
 }
 
 /// Backs up one stream as a single file.
-fn backup_stream(
-    pipe: &mut Pipeline,
-    file_name: &str,
-    reader: Box<dyn Read + Send>,
-    what: &str,
-    progress: &dyn Progress,
-) -> Result<(Manifest, u64)> {
+fn backup_stream(pipe: &mut Feeder, file_name: &str, reader: Box<dyn Read + Send>, what: &str, progress: &dyn Progress) -> Result<Walked> {
     snapshot::check_path(file_name.as_bytes())
         .ok()
         .filter(|_| !file_name.is_empty() && !file_name.contains('/'))
@@ -456,9 +230,6 @@ fn backup_stream(
     if size == 0 {
         return Err(Error::new(ErrorKind::InvalidInput, format!("{what} gave no data; refusing to store an empty stream")));
     }
-    pipe.flush_batch()?;
-    let chunks = std::mem::take(&mut pipe.slots[slot]);
-    pipe.slots.clear();
     let now = chrono::Utc::now();
     let entry = Entry {
         path: file_name.as_bytes().to_vec(),
@@ -467,8 +238,8 @@ fn backup_stream(
         gid: rustix::process::getegid().as_raw(),
         mtime_sec: now.timestamp(),
         mtime_nsec: now.timestamp_subsec_nanos(),
-        kind: EntryKind::File { size, chunks, hash, sparse: false },
+        kind: EntryKind::File { size, chunks: vec![], hash, sparse: false },
     };
     progress.finish();
-    Ok((Manifest { entries: vec![entry] }, size))
+    Ok((Manifest { entries: vec![entry] }, size, vec![(0, slot)]))
 }
