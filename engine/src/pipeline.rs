@@ -82,8 +82,13 @@ type Blob = (Id, Encoding, Vec<u8>, u32);
 
 enum ToWriter {
     Blobs(Vec<Blob>),
-    Finish(SyncSender<Result<Vec<FinishedPack>>>),
+    /// Close the open pack; reply once every finished pack has been sent on the done channel.
+    Finish(SyncSender<Result<()>>),
 }
+
+/// New chunks indexed in memory before they are written out as an index segment, so the
+/// per-run state stays bounded however large the input.
+const INDEX_FLUSH_ENTRIES: usize = 65_536;
 
 /// Runs `f` with a [`Feeder`] while the processor and writer threads do the rest.
 pub(crate) fn run<T>(store: &Store, index: Index, f: impl FnOnce(&mut Feeder) -> Result<T>) -> Result<(T, PipelineStats)> {
@@ -91,8 +96,10 @@ pub(crate) fn run<T>(store: &Store, index: Index, f: impl FnOnce(&mut Feeder) ->
         let (tx, rx) = sync_channel::<ToProcessor>(1);
         let (reply_tx, reply_rx) = sync_channel::<Result<Vec<Vec<Id>>>>(1);
         let (wtx, wrx) = sync_channel::<ToWriter>(1);
-        let writer = scope.spawn(move || write_packs(store, wrx));
-        let processor = scope.spawn(move || process(store, index, rx, reply_tx, wtx));
+        // Unbounded but tiny: one message per durable pack.
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<FinishedPack>();
+        let writer = scope.spawn(move || write_packs(store, wrx, done_tx));
+        let processor = scope.spawn(move || process(store, index, rx, reply_tx, wtx, done_rx));
         let mut feeder =
             Feeder { params: store.chunk_params(), tx, reply: reply_rx, batch: vec![], batch_bytes: 0, next_slot: 0, bytes_read: 0 };
         let out = f(&mut feeder);
@@ -237,16 +244,37 @@ fn process(
     rx: Receiver<ToProcessor>,
     reply: SyncSender<Result<Vec<Vec<Id>>>>,
     wtx: SyncSender<ToWriter>,
+    done: Receiver<FinishedPack>,
 ) -> PipelineStats {
     let level = store.config().zstd_level;
     let mut stats = PipelineStats::default();
-    let mut seen: HashSet<Id> = HashSet::new();
+    // New chunks sent to the writer whose pack is not durable yet (at most a pack's worth).
+    let mut in_flight: HashSet<Id> = HashSet::new();
     let mut slots: Vec<Vec<Id>> = vec![];
+    // Moves durable packs into the index; writes a segment when enough have gathered.
+    let absorb = |index: &mut Index, in_flight: &mut HashSet<Id>, stats: &mut PipelineStats, threshold: usize| -> Result<()> {
+        for p in done.try_iter() {
+            index.add_pack(p.id, &p.entries);
+            for e in &p.entries {
+                in_flight.remove(&e.id);
+            }
+            stats.packs += 1;
+        }
+        // Packs first, then the index: an index entry only ever names a durable pack.
+        if index.pending_len() >= threshold {
+            index.flush(store)?;
+        }
+        Ok(())
+    };
+    let mut failed: Option<Error> = None;
     for msg in rx {
         match msg {
             ToProcessor::Batch(batch) => {
+                if failed.is_none() {
+                    failed = absorb(&mut index, &mut in_flight, &mut stats, INDEX_FLUSH_ENTRIES).err();
+                }
                 let ids: Vec<Id> = batch.par_iter().map(|p| Id::of(p.bytes())).collect();
-                let fresh: Vec<usize> = (0..ids.len()).filter(|&i| !index.contains(&ids[i]) && seen.insert(ids[i])).collect();
+                let fresh: Vec<usize> = (0..ids.len()).filter(|&i| !index.contains(&ids[i]) && in_flight.insert(ids[i])).collect();
                 let blobs: Vec<Blob> = fresh
                     .par_iter()
                     .map(|&i| {
@@ -271,14 +299,13 @@ fn process(
             }
             ToProcessor::Flush => {
                 let res = (|| {
+                    if let Some(e) = failed.take() {
+                        return Err(e);
+                    }
                     let (ftx, frx) = sync_channel(1);
                     wtx.send(ToWriter::Finish(ftx)).map_err(|_| stopped())?;
-                    for p in frx.recv().map_err(|_| stopped())?? {
-                        index.add_pack(p.id, &p.entries);
-                        stats.packs += 1;
-                    }
-                    // Packs first, then the index: an index entry only ever names a durable pack.
-                    index.flush(store)?;
+                    frx.recv().map_err(|_| stopped())??;
+                    absorb(&mut index, &mut in_flight, &mut stats, 1)?;
                     Ok(std::mem::take(&mut slots))
                 })();
                 if reply.send(res).is_err() {
@@ -290,11 +317,10 @@ fn process(
     stats
 }
 
-/// Stage 3: append blobs to packs. After an error it keeps draining and reports the error at the
-/// next flush, so the feeder never blocks on a dead stage.
-fn write_packs(store: &Store, rx: Receiver<ToWriter>) {
+/// Stage 3: append blobs to packs; report each pack once it is durable. After an error it keeps
+/// draining and reports the error at the next flush, so the feeder never blocks on a dead stage.
+fn write_packs(store: &Store, rx: Receiver<ToWriter>, done: std::sync::mpsc::Sender<FinishedPack>) {
     let mut writer = PackWriter::new(store);
-    let mut done: Vec<FinishedPack> = vec![];
     let mut failed: Option<Error> = None;
     for msg in rx {
         match msg {
@@ -304,7 +330,9 @@ fn write_packs(store: &Store, rx: Receiver<ToWriter>) {
                 }
                 for (id, enc, stored, raw_len) in blobs {
                     match writer.add(id, enc, &stored, raw_len) {
-                        Ok(Some(p)) => done.push(p),
+                        Ok(Some(p)) => {
+                            let _ = done.send(p);
+                        }
                         Ok(None) => {}
                         Err(e) => {
                             failed = Some(e);
@@ -317,8 +345,9 @@ fn write_packs(store: &Store, rx: Receiver<ToWriter>) {
                 let res = match failed.take() {
                     Some(e) => Err(e),
                     None => writer.finish().map(|last| {
-                        done.extend(last);
-                        std::mem::take(&mut done)
+                        if let Some(p) = last {
+                            let _ = done.send(p);
+                        }
                     }),
                 };
                 let _ = reply.send(res);
