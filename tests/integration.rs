@@ -8,3 +8,4 @@ mod crash;
 mod dedup;
 mod restore_safety;
 mod roundtrip;
+mod verify;

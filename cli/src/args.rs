@@ -41,6 +41,8 @@ pub enum Command {
     Snapshots,
     /// Restore a snapshot (or one source of it) into a directory.
     Restore(RestoreArgs),
+    /// Check snapshots: quick (structure) by default, --deep to re-read and re-hash every byte.
+    Verify(VerifyArgs),
     /// Store size, logical size, dedup and compression ratios.
     Stats,
     /// Run a self-contained demo: generate dumps, back them up, restore, print the dedup ratio.
@@ -101,6 +103,46 @@ pub struct RestoreArgs {
     pub lock_wait: String,
 }
 
+/// `verify` options.
+#[derive(Debug, Args)]
+#[command(after_help = "Exit codes: 0 everything checked is sound; 1 damage found (each damaged object and every \
+file that depends on it is named); 2 verify could not run.\n\nExamples:\n  rpger-store verify                 # quick check of the latest snapshot\n  \
+rpger-store verify --deep --all     # every blob and every file of every snapshot\n  \
+rpger-store verify --deep --all --read-data-subset 3/7   # a seventh of the packs (nightly rotation)")]
+pub struct VerifyArgs {
+    /// Snapshot name or `latest` (default).
+    #[arg(conflicts_with = "all")]
+    pub snapshot: Option<String>,
+    /// Check every snapshot.
+    #[arg(long)]
+    pub all: bool,
+    /// Read every pack (memory-mapped), decompress and re-hash every blob, and re-hash every file
+    /// end to end.
+    #[arg(long)]
+    pub deep: bool,
+    /// With --deep: only read part N of M of the packs (by pack id; the M parts cover every pack
+    /// exactly once). The end-to-end file pass is skipped.
+    #[arg(long, value_name = "N/M", requires = "deep")]
+    pub read_data_subset: Option<String>,
+    /// Directory of the verify log (`backup-verify.log`, one line per run).
+    #[arg(long, default_value = "/data2/rpger/logs")]
+    pub log_dir: std::path::PathBuf,
+    /// How long to wait for a conflicting lock, e.g. 30s, 10m.
+    #[arg(long, default_value = "0s")]
+    pub lock_wait: String,
+}
+
+/// Parses `N/M`.
+pub fn parse_subset(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("--read-data-subset {s:?}: expected N/M with 1 <= N <= M, e.g. 1/7");
+    let (n, m) = s.split_once('/').ok_or_else(bad)?;
+    let (n, m): (u32, u32) = (n.trim().parse().map_err(|_| bad())?, m.trim().parse().map_err(|_| bad())?);
+    if n == 0 || m == 0 || n > m {
+        return Err(bad());
+    }
+    Ok((n, m))
+}
+
 /// `demo` options.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -138,5 +180,9 @@ mod tests {
         assert_eq!(parse_duration("10m").unwrap().as_secs(), 600);
         assert_eq!(parse_duration("0").unwrap().as_secs(), 0);
         assert!(parse_duration("ten").is_err());
+        assert_eq!(parse_subset("3/7").unwrap(), (3, 7));
+        for bad in ["0/7", "8/7", "1/0", "x", "1/"] {
+            assert!(parse_subset(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -85,21 +85,26 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
     }
     let start_ns = now_ns();
     let _lock = lock::acquire(&store.locks_dir(), LockMode::Shared, "backup", opts.lock_wait)?;
-    let index = Index::load(store)?;
+    let (index, _damaged) = Index::load_lenient(store)?;
     let mut specs = opts.sources;
     specs.sort_by(|a, b| a.name.cmp(&b.name));
     let ((sources, skipped, bytes_read), stats) = pipeline::run(store, index, |feeder| {
         let mut skipped = vec![];
-        let mut sources = vec![];
+        let mut walked = vec![];
         for spec in specs {
             let name = spec.name.clone();
-            let (mut manifest, logical, files) = match spec.input {
+            let w = match spec.input {
                 SourceInput::Path(p) => backup_path(feeder, &p, &mut skipped, progress),
                 SourceInput::Stream { file_name, reader } => backup_stream(feeder, &file_name, reader, "stdin", progress),
             }
             .map_err(|e| e.context(format!("source {name}")))?;
-            // Packs and index go first: the manifest must only reference durable chunks.
-            let mut slots = feeder.flush()?;
+            walked.push((name, w));
+        }
+        // Packs and index go first: a manifest must only reference durable chunks. One flush
+        // for all sources keeps small sources from closing small packs.
+        let mut slots = feeder.flush()?;
+        let mut sources = vec![];
+        for (name, (mut manifest, logical, files)) in walked {
             for (ei, slot) in files {
                 if let EntryKind::File { chunks, .. } = &mut manifest.entries[ei].kind {
                     *chunks = std::mem::take(&mut slots[slot]);

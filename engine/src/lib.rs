@@ -28,6 +28,7 @@ pub mod progress;
 pub mod restore;
 pub mod stats;
 pub mod store;
+pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};
 pub use rpger_formats::snapshot::{Entry, EntryKind, Manifest, Snapshot, SourceRef};

@@ -88,7 +88,7 @@ pub fn restore(store: &Store, opts: &RestoreOptions, progress: &dyn Progress) ->
     prepare_target(&opts.target, opts.overwrite)?;
     let target_fd = rustix::fs::open(&opts.target, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .at("open target", &opts.target)?;
-    let index = Index::load(store)?;
+    let (index, _damaged) = Index::load_lenient(store)?;
     let reader = PackReader::new(store);
     let is_root = rustix::process::geteuid().is_root();
     let mut report = RestoreReport { snapshot: snap.name.clone(), owners_restored: is_root, ..Default::default() };

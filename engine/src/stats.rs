@@ -50,7 +50,7 @@ pub fn list_snapshots(store: &Store) -> Result<Vec<Snapshot>> {
 /// Unreadable snapshots or index segments, named.
 pub fn stats(store: &Store) -> Result<StoreStats> {
     let snaps = list_snapshots(store)?;
-    let index = Index::load(store)?;
+    let (index, _damaged) = Index::load_lenient(store)?;
     let (unique, stored) = index.totals();
     let logical: u64 = snaps.iter().map(|s| s.logical_bytes()).sum();
     let disk = store.disk_usage()?;

@@ -9,6 +9,7 @@ use rpger_engine::demo::Dataset;
 use rpger_engine::restore::{self, RestoreOptions};
 use rpger_engine::stats;
 use rpger_engine::store::{InitOptions, Store};
+use rpger_engine::verify::{self, Selection, VerifyOptions};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -75,6 +76,14 @@ pub fn run(cli: &Cli, a: &DemoArgs) -> Result<ExitCode> {
         nights.push(json!({"night": night, "snapshot": r.snapshot.name, "bytes": bytes, "seconds": secs, "new_stored_bytes": r.snapshot.new_stored_bytes}));
         last = nd;
     }
+    let v =
+        verify::verify(&store, &VerifyOptions { selection: Selection::All, deep: true, subset: None, lock_wait: Duration::ZERO }, &bar)?;
+    if !v.is_sound() {
+        bail!("verify --deep found damage: {}", v.summary());
+    }
+    if !cli.json {
+        println!("{}", v.summary());
+    }
     let target = dir.join("restore");
     let r = restore::restore(
         &store,
@@ -91,7 +100,7 @@ pub fn run(cli: &Cli, a: &DemoArgs) -> Result<ExitCode> {
     let s = stats::stats(&store)?;
     if cli.json {
         output::print_json(json!({
-            "command": "demo", "nights": nights, "restore_identical": identical,
+            "command": "demo", "nights": nights, "restore_identical": identical, "verify": v.summary(),
             "logical_bytes": s.logical_bytes, "store_bytes": s.store_bytes,
             "dedup_ratio": s.dedup_ratio, "compression_ratio": s.compression_ratio, "total_ratio": s.total_ratio,
         }));

@@ -6,6 +6,7 @@ mod init;
 mod restore;
 mod snapshots;
 mod stats;
+mod verify;
 
 use crate::args::{Cli, Command};
 use anyhow::Result;
@@ -19,6 +20,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Backup(a) => backup::run(cli, a),
         Command::Snapshots => snapshots::run(cli),
         Command::Restore(a) => restore::run(cli, a),
+        Command::Verify(a) => verify::run(cli, a),
         Command::Stats => stats::run(cli),
         Command::Demo(a) => demo::run(cli, a),
     }

@@ -36,25 +36,50 @@ impl Index {
     /// Loads every segment in `index/`.
     ///
     /// # Errors
-    /// [`crate::ErrorKind::Corrupt`] naming a segment that does not decode or whose content does
-    /// not match its name.
+    /// [`crate::ErrorKind::Corrupt`] naming the first segment that does not decode or whose
+    /// content does not match its name.
     pub fn load(store: &Store) -> Result<Index> {
+        let (idx, damaged) = Self::load_lenient(store)?;
+        match damaged.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(idx),
+        }
+    }
+
+    /// Loads every segment that decodes; returns the others as errors naming them. A damaged
+    /// segment only hides the chunks it lists, so restore and verify can go on without it.
+    ///
+    /// # Errors
+    /// Only when the index directory cannot be listed.
+    pub fn load_lenient(store: &Store) -> Result<(Index, Vec<Error>)> {
         let dir = store.root().join("index");
         let mut idx = Index::default();
+        let mut damaged = vec![];
         let mut pack_pos: HashMap<Id, u32> = HashMap::new();
         let mut names: Vec<_> = fs::read_dir(&dir).at("list", &dir)?.collect::<std::io::Result<Vec<_>>>().at("list", &dir)?;
         names.sort_by_key(|e| e.file_name());
         for e in names {
-            let Some(seg_id) = e.file_name().to_str().and_then(|n| n.parse::<Id>().ok()) else { continue };
             let path = e.path();
-            let bytes = fsutil::read_limited(&path, MAX_SEGMENT_FILE)?;
-            if Id::of(&bytes) != seg_id {
-                return Err(Error::new(
-                    crate::ErrorKind::Corrupt,
-                    format!("index segment {}: content does not match its name", path.display()),
-                ));
-            }
-            let seg = Segment::decode(&bytes).map_err(|err| Error::corrupt(format!("index segment {}", path.display()), err))?;
+            let Some(seg_id) = e.file_name().to_str().and_then(|n| n.parse::<Id>().ok()) else {
+                damaged.push(Error::new(crate::ErrorKind::Corrupt, format!("unknown file {} in the index directory", path.display())));
+                continue;
+            };
+            let seg = fsutil::read_limited(&path, MAX_SEGMENT_FILE).and_then(|bytes| {
+                if Id::of(&bytes) != seg_id {
+                    return Err(Error::new(
+                        crate::ErrorKind::Corrupt,
+                        format!("index segment {}: content does not match its name", path.display()),
+                    ));
+                }
+                Segment::decode(&bytes).map_err(|err| Error::corrupt(format!("index segment {}", path.display()), err))
+            });
+            let seg = match seg {
+                Ok(s) => s,
+                Err(e) => {
+                    damaged.push(e);
+                    continue;
+                }
+            };
             for (id, loc) in seg.entries {
                 let next = pack_pos.len() as u32;
                 let pi = *pack_pos.entry(loc.pack).or_insert(next);
@@ -69,7 +94,22 @@ impl Index {
         idx.entries.sort_unstable_by_key(|e| e.id);
         idx.entries.dedup_by(|a, b| a.id == b.id);
         idx.entries.shrink_to_fit();
-        Ok(idx)
+        Ok((idx, damaged))
+    }
+
+    /// Every indexed chunk grouped by pack.
+    pub fn by_pack(&self) -> HashMap<Id, Vec<(Id, Location)>> {
+        let mut out: HashMap<Id, Vec<(Id, Location)>> = HashMap::new();
+        for e in &self.entries {
+            let pack = self.packs[e.pack as usize];
+            out.entry(pack)
+                .or_default()
+                .push((e.id, Location { pack, offset: e.offset, len: e.len, raw_len: e.raw_len, encoding: e.encoding }));
+        }
+        for (id, l) in &self.pending {
+            out.entry(l.pack).or_default().push((*id, *l));
+        }
+        out
     }
 
     /// Where `id` is stored.

@@ -117,6 +117,32 @@ impl Drop for PackWriter {
     }
 }
 
+/// Reads and decodes the trailer of a pack file; returns its length and its blobs.
+///
+/// # Errors
+/// [`ErrorKind::Missing`] when the pack does not exist, [`ErrorKind::Corrupt`] when its header,
+/// footer or trailer is damaged (truncation included).
+pub fn read_trailer(store: &Store, pack: &Id) -> Result<(u64, Vec<BlobEntry>)> {
+    let path = store.pack_path(pack);
+    let f = File::open(&path).at("open pack", &path)?;
+    let len = f.metadata().at("stat pack", &path)?.len();
+    let corrupt = |e: rpger_formats::DecodeError| Error::corrupt(format!("pack {}", path.display()), e);
+    let mut header = [0u8; pack::HEADER_LEN];
+    f.read_exact_at(&mut header, 0)
+        .map_err(|_| Error::new(ErrorKind::Corrupt, format!("pack {}: shorter than its header", path.display())))?;
+    pack::check_header(&header).map_err(corrupt)?;
+    if len < (pack::HEADER_LEN + pack::FOOTER_LEN) as u64 {
+        return Err(Error::new(ErrorKind::Corrupt, format!("pack {}: truncated to {len} bytes", path.display())));
+    }
+    let mut footer = [0u8; pack::FOOTER_LEN];
+    f.read_exact_at(&mut footer, len - pack::FOOTER_LEN as u64).at("read pack", &path)?;
+    let tl = pack::trailer_len(&footer, len).map_err(corrupt)?;
+    let mut trailer = vec![0u8; tl];
+    f.read_exact_at(&mut trailer, len - tl as u64).at("read pack", &path)?;
+    let entries = pack::decode_trailer(&trailer, len).map_err(corrupt)?;
+    Ok((len, entries))
+}
+
 /// Reads blobs from packs; keeps pack files open (shared between threads).
 pub struct PackReader {
     store: Store,

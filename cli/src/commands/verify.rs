@@ -1,0 +1,93 @@
+//! `rpger-store verify`.
+
+use crate::args::{parse_duration, parse_subset, Cli, VerifyArgs};
+use crate::output;
+use crate::progress::Bar;
+use anyhow::{anyhow, Result};
+use rpger_engine::verify::{self, Selection, VerifyOptions, VerifyReport};
+use serde_json::json;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
+    let selection = match (&a.snapshot, a.all) {
+        (_, true) => Selection::All,
+        (Some(s), false) if s != "latest" => Selection::Named(s.clone()),
+        _ => Selection::Latest,
+    };
+    let opts = VerifyOptions {
+        selection,
+        deep: a.deep,
+        subset: a.read_data_subset.as_deref().map(parse_subset).transpose().map_err(|e| anyhow!(e))?,
+        lock_wait: parse_duration(&a.lock_wait).map_err(|e| anyhow!("--lock-wait: {e}"))?,
+    };
+    let mode = match (a.deep, &a.read_data_subset) {
+        (true, Some(s)) => format!("deep subset {s}"),
+        (true, None) => "deep".to_string(),
+        _ => "quick".to_string(),
+    };
+    let result = super::open_store(cli).and_then(|store| Ok(verify::verify(&store, &opts, &Bar::new(cli.json))?));
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            log_line(&a.log_dir, &format!("snapshots=- mode={mode} bytes=0 result=error: {e:#}"));
+            return Err(e);
+        }
+    };
+    let result =
+        if r.is_sound() { "ok".to_string() } else { format!("damage: {} object(s), {} file(s)", r.problems.len(), r.affected.len()) };
+    log_line(&a.log_dir, &format!("snapshots={} mode={mode} bytes={} result={result}", r.snapshots.join(","), r.bytes_checked));
+    if cli.json {
+        print_json(&r, &mode);
+    } else {
+        print_human(&r);
+    }
+    Ok(if r.is_sound() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_human(r: &VerifyReport) {
+    for p in &r.problems {
+        println!("damaged: {}: {}", p.object, p.what);
+        for d in &p.dependents {
+            println!("    used by {d}");
+        }
+    }
+    for f in &r.affected {
+        if f.unreadable > 0 {
+            println!("lost: {} {}/{}: {} of {} chunks unreadable ({})", f.snapshot, f.source, f.path, f.unreadable, f.chunks, f.reason);
+        } else {
+            println!("lost: {} {}/{}: {}", f.snapshot, f.source, f.path, f.reason);
+        }
+    }
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+    println!("{}", r.summary());
+}
+
+fn print_json(r: &VerifyReport, mode: &str) {
+    output::print_json(json!({
+        "command": "verify", "ok": r.is_sound(), "mode": mode, "snapshots": r.snapshots,
+        "packs_checked": r.packs_checked, "packs_read": r.packs_read.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+        "chunks_checked": r.chunks_checked, "files_checked": r.files_checked, "bytes_checked": r.bytes_checked,
+        "problems": r.problems.iter().map(|p| json!({"object": p.object, "what": p.what, "dependents": p.dependents})).collect::<Vec<_>>(),
+        "affected": r.affected.iter().map(|f| json!({
+            "snapshot": f.snapshot, "source": f.source, "path": f.path, "unreadable_chunks": f.unreadable, "chunks": f.chunks, "reason": f.reason,
+        })).collect::<Vec<_>>(),
+        "notes": r.notes, "summary": r.summary(),
+    }));
+}
+
+/// Appends one line to `DIR/backup-verify.log`; a log that cannot be written is a warning, not
+/// a failed verify.
+fn log_line(dir: &Path, line: &str) {
+    let path = dir.join("backup-verify.log");
+    let res = std::fs::create_dir_all(dir).and_then(|_| {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        writeln!(f, "{} verify {line}", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"))
+    });
+    if let Err(e) = res {
+        eprintln!("rpger-store: warning: cannot write the verify log {}: {e} (use --log-dir)", path.display());
+    }
+}

@@ -1,0 +1,528 @@
+//! verify: prove that snapshots can be restored bit for bit, or say exactly what is lost.
+//!
+//! Quick mode reads only metadata: snapshot files, manifests, index segments and pack trailers.
+//! Deep mode also memory-maps packs and decompresses and re-hashes every blob, then re-hashes
+//! every file of the checked snapshots end to end. Every finding names the damaged object and
+//! the snapshots, sources and paths that depend on it. Verify only reads the store.
+
+use crate::compress;
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::progress::Progress;
+use crate::store::index::Index;
+use crate::store::lock::{self, LockMode};
+use crate::store::pack::{read_trailer, PackReader};
+use crate::store::Store;
+use rayon::prelude::*;
+use rpger_formats::index::Location;
+use rpger_formats::snapshot::EntryKind;
+use rpger_formats::Id;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Which snapshots to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// The newest snapshot.
+    Latest,
+    /// One snapshot by name.
+    Named(String),
+    /// Every snapshot.
+    All,
+}
+
+/// Options of one verify run.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Snapshots to check.
+    pub selection: Selection,
+    /// Read, decompress and re-hash every blob and every file.
+    pub deep: bool,
+    /// With `deep`: only packs in part `n` of `m` (1-based), chosen by pack id, so that the `m`
+    /// parts cover every pack exactly once. The end-to-end file pass is skipped in this mode.
+    pub subset: Option<(u32, u32)>,
+    /// How long to wait for a conflicting lock.
+    pub lock_wait: Duration,
+}
+
+/// A damaged or unexpected object in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// What is damaged: `pack <id>`, `snapshot <name>`, `index segment <id>`, a path...
+    pub object: String,
+    /// What is wrong with it.
+    pub what: String,
+    /// For a damaged pack: every `snapshot source/path (n chunks)` with chunks in it.
+    pub dependents: Vec<String>,
+}
+
+/// A file of a checked snapshot that cannot be restored exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AffectedFile {
+    /// Snapshot name.
+    pub snapshot: String,
+    /// Source name.
+    pub source: String,
+    /// Path inside the source.
+    pub path: String,
+    /// Chunks of the file that cannot be read.
+    pub unreadable: u64,
+    /// All chunks of the file.
+    pub chunks: u64,
+    /// Why, e.g. the first bad chunk and its cause.
+    pub reason: String,
+}
+
+/// Everything a verify run found.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Snapshots checked.
+    pub snapshots: Vec<String>,
+    /// Whether blobs and files were read.
+    pub deep: bool,
+    /// Packs whose trailer was checked against the index.
+    pub packs_checked: u64,
+    /// Packs whose every blob was read (deep mode), sorted.
+    pub packs_read: Vec<Id>,
+    /// Blobs decompressed and re-hashed.
+    pub chunks_checked: u64,
+    /// Files re-hashed end to end.
+    pub files_checked: u64,
+    /// Bytes read: pack bytes, plus logical bytes re-hashed in deep mode.
+    pub bytes_checked: u64,
+    /// Damaged or unexpected objects.
+    pub problems: Vec<Problem>,
+    /// Files that cannot be restored exactly.
+    pub affected: Vec<AffectedFile>,
+    /// Facts that are not damage (e.g. packs left by an interrupted backup).
+    pub notes: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when nothing is damaged.
+    pub fn is_sound(&self) -> bool {
+        self.problems.is_empty() && self.affected.is_empty()
+    }
+
+    /// One line: what was checked and what was found.
+    pub fn summary(&self) -> String {
+        let mode = if self.deep { "deep" } else { "quick" };
+        let what = format!(
+            "{mode} verify of {} snapshot(s): {} packs, {} chunks, {} files, {} bytes checked",
+            self.snapshots.len(),
+            self.packs_checked,
+            self.chunks_checked,
+            self.files_checked,
+            self.bytes_checked
+        );
+        if self.is_sound() {
+            format!("{what}: no damage found")
+        } else {
+            format!(
+                "{what}: DAMAGE FOUND: {} damaged object(s), {} file(s) cannot be restored exactly",
+                self.problems.len(),
+                self.affected.len()
+            )
+        }
+    }
+}
+
+/// Why a chunk cannot be read.
+type BadChunks = HashMap<Id, String>;
+
+struct FileRef {
+    snapshot: String,
+    source: String,
+    path: Vec<u8>,
+    chunks: Vec<Id>,
+    hash: Id,
+    size: u64,
+}
+
+/// Checks the store.
+///
+/// # Errors
+/// Only when verify cannot run at all (store unreadable, lock held, unknown snapshot); damage
+/// is reported in the [`VerifyReport`].
+pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
+    if let Some((n, m)) = opts.subset {
+        if m == 0 || n == 0 || n > m {
+            return Err(Error::new(ErrorKind::InvalidInput, format!("--read-data-subset {n}/{m}: need 1 <= n <= m")));
+        }
+    }
+    let _lock = lock::acquire(&store.locks_dir(), LockMode::Shared, "verify", opts.lock_wait)?;
+    let mut report = VerifyReport { deep: opts.deep, ..Default::default() };
+
+    // 1. snapshots
+    let all = store.list_snapshots()?;
+    let names: Vec<String> = match &opts.selection {
+        Selection::All => all.clone(),
+        Selection::Latest => all.last().cloned().into_iter().collect(),
+        Selection::Named(n) => {
+            if !all.contains(n) {
+                return Err(Error::new(ErrorKind::Missing, format!("no snapshot named {n} in {}", store.root().display())));
+            }
+            vec![n.clone()]
+        }
+    };
+    if names.is_empty() {
+        return Err(Error::new(ErrorKind::Missing, format!("store {} has no snapshots to verify", store.root().display())));
+    }
+    let mut files: Vec<FileRef> = vec![];
+    for name in &names {
+        match store.read_snapshot(name) {
+            Err(e) => report.problems.push(Problem { dependents: vec![], object: format!("snapshot {name}"), what: e.to_string() }),
+            Ok(snap) => {
+                for src in &snap.sources {
+                    match store.read_manifest(&src.manifest) {
+                        Err(e) => report.problems.push(Problem {
+                            dependents: vec![],
+                            object: format!("manifest {} (snapshot {name}, source {})", src.manifest.short(), src.name),
+                            what: format!("{e}; every file of {name} {} is unreadable", src.name),
+                        }),
+                        Ok(m) => {
+                            for e in m.entries {
+                                if let EntryKind::File { size, chunks, hash, .. } = e.kind {
+                                    files.push(FileRef {
+                                        snapshot: name.clone(),
+                                        source: src.name.clone(),
+                                        path: e.path,
+                                        chunks,
+                                        hash,
+                                        size,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        report.snapshots.push(name.clone());
+    }
+
+    // 2. index
+    let (index, damaged) = Index::load_lenient(store)?;
+    for e in damaged {
+        report.problems.push(Problem { dependents: vec![], object: "index".into(), what: e.to_string() });
+    }
+    let mut bad: BadChunks = HashMap::new();
+    let mut damaged_packs: HashSet<Id> = HashSet::new();
+    let referenced: HashSet<Id> = files.iter().flat_map(|f| f.chunks.iter().copied()).collect();
+    let mut unindexed: Vec<Id> = referenced.iter().filter(|id| !index.contains(id)).copied().collect();
+    unindexed.sort();
+
+    // 3. packs: every file in packs/ must be a pack; every pack the index names must exist and
+    //    its trailer must agree with the index.
+    let by_pack = index.by_pack();
+    let on_disk = list_pack_files(store, &mut report)?;
+    let mut trailers: HashMap<Id, (u64, Vec<rpger_formats::pack::BlobEntry>)> = HashMap::new();
+    let mut pack_ids: Vec<Id> = by_pack.keys().chain(on_disk.iter()).copied().collect::<HashSet<_>>().into_iter().collect();
+    pack_ids.sort();
+    for p in &pack_ids {
+        let indexed = by_pack.get(p).map(|v| v.as_slice()).unwrap_or(&[]);
+        match read_trailer(store, p) {
+            Ok((len, entries)) => {
+                let listed: HashMap<Id, (u32, u32, u32)> = entries.iter().map(|b| (b.id, (b.offset, b.len, b.raw_len))).collect();
+                let disagree = indexed.iter().filter(|(id, l)| listed.get(id) != Some(&(l.offset, l.len, l.raw_len))).count();
+                if disagree > 0 {
+                    damaged_packs.insert(*p);
+                    report.problems.push(Problem {
+                        dependents: vec![],
+                        object: format!("pack {}", p.short()),
+                        what: format!("its trailer disagrees with the index about {disagree} chunk(s)"),
+                    });
+                }
+                if indexed.is_empty() {
+                    let needed = entries.iter().filter(|b| referenced.contains(&b.id)).count();
+                    if needed == 0 {
+                        report.notes.push(format!(
+                            "pack {} is not referenced by the index (left by an interrupted backup; prune removes it)",
+                            p.short()
+                        ));
+                    }
+                }
+                report.bytes_checked += (len.min(entries.len() as u64 * 48 + 44)) + 10;
+                trailers.insert(*p, (len, entries));
+            }
+            Err(e) if e.kind() == ErrorKind::Missing => {
+                damaged_packs.insert(*p);
+                report.problems.push(Problem {
+                    dependents: vec![],
+                    object: format!("pack {}", p.short()),
+                    what: format!("missing ({} indexed chunks lost)", indexed.len()),
+                });
+                for (id, _) in indexed {
+                    bad.insert(*id, format!("pack {} is missing", p.short()));
+                }
+            }
+            Err(e) => {
+                damaged_packs.insert(*p);
+                report.problems.push(Problem { dependents: vec![], object: format!("pack {}", p.short()), what: e.to_string() });
+            }
+        }
+        report.packs_checked += 1;
+    }
+    // Chunks the snapshots need but no index segment lists: restore cannot find them.
+    if !unindexed.is_empty() {
+        let in_packs: HashMap<Id, Id> = trailers.iter().flat_map(|(p, (_, es))| es.iter().map(move |b| (b.id, *p))).collect();
+        let found = unindexed.iter().filter(|id| in_packs.contains_key(id)).count();
+        report.problems.push(Problem {
+            dependents: vec![],
+            object: "index".into(),
+            what: format!(
+                "{} chunk(s) referenced by the checked snapshots are in no index segment ({found} of them are still in packs)",
+                unindexed.len()
+            ),
+        });
+        for id in &unindexed {
+            let why = match in_packs.get(id) {
+                Some(p) => format!("chunk {} is not in the index (it is in pack {})", id.short(), p.short()),
+                None => format!("chunk {} is in no index segment and no pack", id.short()),
+            };
+            bad.insert(*id, why);
+        }
+    }
+
+    // 4. deep: every blob of every (selected) pack, memory-mapped, decompressed and re-hashed.
+    if opts.deep {
+        let selected: Vec<Id> = pack_ids.iter().filter(|p| opts.subset.is_none_or(|(n, m)| in_subset(p, n, m))).copied().collect();
+        let total: u64 = selected.iter().map(|p| fs::metadata(store.pack_path(p)).map(|m| m.len()).unwrap_or(0)).sum();
+        progress.start("verify", Some(total));
+        report.packs_read = selected.clone();
+        let found = Mutex::new((Vec::<(Id, Problem)>::new(), BadChunks::new(), 0u64, 0u64));
+        selected.par_iter().for_each(|p| {
+            // Blobs to check: the trailer's, plus the index's (which still locate data when the
+            // trailer is damaged).
+            let mut blobs: BTreeMap<(u32, Id), Location> = BTreeMap::new();
+            if let Some((_, es)) = trailers.get(p) {
+                for b in es {
+                    blobs.insert(
+                        (b.offset, b.id),
+                        Location { pack: *p, offset: b.offset, len: b.len, raw_len: b.raw_len, encoding: b.encoding },
+                    );
+                }
+            }
+            for (id, l) in by_pack.get(p).map(|v| v.as_slice()).unwrap_or(&[]) {
+                blobs.insert((l.offset, *id), *l);
+            }
+            let r = check_pack(store, p, &blobs, progress);
+            let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
+            match r {
+                Ok((bytes, n, badlist)) => {
+                    f.2 += bytes;
+                    f.3 += n;
+                    if !badlist.is_empty() {
+                        let first = badlist.values().min().cloned().unwrap_or_default();
+                        let what = format!("{} of {} chunk(s) damaged, e.g. {first}", badlist.len(), blobs.len());
+                        f.0.push((*p, Problem { dependents: vec![], object: format!("pack {}", p.short()), what }));
+                    }
+                    f.1.extend(badlist);
+                }
+                Err(e) => f.0.push((*p, Problem { dependents: vec![], object: format!("pack {}", p.short()), what: e.to_string() })),
+            }
+        });
+        progress.finish();
+        let (problems, badmap, bytes, n) = found.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (p, problem) in problems {
+            damaged_packs.insert(p);
+            report.problems.push(problem);
+        }
+        for (id, why) in badmap {
+            bad.entry(id).or_insert(why);
+        }
+        report.bytes_checked += bytes;
+        report.chunks_checked += n;
+    }
+
+    // 5. who depends on what
+    for f in &files {
+        let unreadable: Vec<&Id> = f.chunks.iter().filter(|c| bad.contains_key(c)).collect();
+        if let Some(first) = unreadable.first() {
+            report.affected.push(AffectedFile {
+                snapshot: f.snapshot.clone(),
+                source: f.source.clone(),
+                path: String::from_utf8_lossy(&f.path).into_owned(),
+                unreadable: unreadable.len() as u64,
+                chunks: f.chunks.len() as u64,
+                reason: bad[*first].clone(),
+            });
+        }
+    }
+
+    // Every file with chunks in a damaged pack, named on that pack's problems.
+    if !damaged_packs.is_empty() {
+        let mut chunk_pack: HashMap<Id, Id> = HashMap::new();
+        for p in &damaged_packs {
+            for (id, _) in by_pack.get(p).map(|v| v.as_slice()).unwrap_or(&[]) {
+                chunk_pack.insert(*id, *p);
+            }
+            for b in trailers.get(p).map(|t| t.1.as_slice()).unwrap_or(&[]) {
+                chunk_pack.insert(b.id, *p);
+            }
+        }
+        let mut deps: HashMap<Id, Vec<String>> = HashMap::new();
+        for f in &files {
+            let mut per: BTreeMap<Id, usize> = BTreeMap::new();
+            for c in &f.chunks {
+                if let Some(p) = chunk_pack.get(c) {
+                    *per.entry(*p).or_default() += 1;
+                }
+            }
+            for (p, n) in per {
+                deps.entry(p).or_default().push(format!(
+                    "{} {}/{} ({n} of {} chunks)",
+                    f.snapshot,
+                    f.source,
+                    String::from_utf8_lossy(&f.path),
+                    f.chunks.len()
+                ));
+            }
+        }
+        for problem in &mut report.problems {
+            if let Some(p) = damaged_packs.iter().find(|p| problem.object == format!("pack {}", p.short())) {
+                problem.dependents = deps.get(p).cloned().unwrap_or_default();
+            }
+        }
+    }
+
+    // 6. deep, whole set: every file re-hashed end to end (once per distinct content).
+    if opts.deep && opts.subset.is_none() {
+        let mut distinct: HashMap<(Id, &[Id]), &FileRef> = HashMap::new();
+        for f in files.iter().filter(|f| f.chunks.iter().all(|c| !bad.contains_key(c))) {
+            distinct.entry((f.hash, f.chunks.as_slice())).or_insert(f);
+        }
+        let todo: Vec<&FileRef> = distinct.into_values().collect();
+        progress.start("re-hash", Some(todo.iter().map(|f| f.size).sum()));
+        let reader = PackReader::new(store);
+        let mismatched: Vec<(Id, &[Id], String)> =
+            todo.par_iter().filter_map(|f| rehash(&index, &reader, f, progress).err().map(|e| (f.hash, f.chunks.as_slice(), e))).collect();
+        progress.finish();
+        report.files_checked = todo.len() as u64;
+        report.bytes_checked += todo.iter().map(|f| f.size).sum::<u64>();
+        for (hash, chunks, why) in mismatched {
+            for f in files.iter().filter(|f| f.hash == hash && f.chunks.as_slice() == chunks) {
+                report.affected.push(AffectedFile {
+                    snapshot: f.snapshot.clone(),
+                    source: f.source.clone(),
+                    path: String::from_utf8_lossy(&f.path).into_owned(),
+                    unreadable: 0,
+                    chunks: f.chunks.len() as u64,
+                    reason: why.clone(),
+                });
+            }
+        }
+    }
+    report.affected.sort_by(|a, b| (&a.snapshot, &a.source, &a.path).cmp(&(&b.snapshot, &b.source, &b.path)));
+    Ok(report)
+}
+
+/// Part `n` of `m` (1-based) by pack id: every pack is in exactly one part.
+pub fn in_subset(pack: &Id, n: u32, m: u32) -> bool {
+    let v = u64::from_le_bytes(pack.0[..8].try_into().unwrap_or([0; 8]));
+    v % m as u64 == (n - 1) as u64
+}
+
+/// Lists `packs/`: returns the pack ids found and reports every other file as a problem.
+fn list_pack_files(store: &Store, report: &mut VerifyReport) -> Result<Vec<Id>> {
+    let dir = store.root().join("packs");
+    let mut out = vec![];
+    for sub in fs::read_dir(&dir).at("list", &dir)? {
+        let sub = sub.at("list", &dir)?;
+        let sub_name = sub.file_name().to_string_lossy().into_owned();
+        if !sub.path().is_dir() {
+            report.problems.push(Problem {
+                dependents: vec![],
+                object: format!("packs/{sub_name}"),
+                what: "unknown file in packs/ (not a pack)".into(),
+            });
+            continue;
+        }
+        for f in fs::read_dir(sub.path()).at("list", &sub.path())? {
+            let f = f.at("list", &sub.path())?;
+            let name = f.file_name().to_string_lossy().into_owned();
+            match name.parse::<Id>() {
+                Ok(id) if name.starts_with(&sub_name) && sub_name.len() == 2 => out.push(id),
+                _ => report.problems.push(Problem {
+                    dependents: vec![],
+                    object: format!("packs/{sub_name}/{name}"),
+                    what: "unknown file in packs/ (not a pack)".into(),
+                }),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks every blob of one pack from a memory map; returns (bytes read, blobs checked, bad).
+fn check_pack(store: &Store, pack: &Id, blobs: &BTreeMap<(u32, Id), Location>, progress: &dyn Progress) -> Result<(u64, u64, BadChunks)> {
+    let path = store.pack_path(pack);
+    let f = File::open(&path).at("open pack", &path)?;
+    let len = f.metadata().at("stat pack", &path)?.len();
+    let map = map_pack(&f).at("map pack", &path)?;
+    let bytes = &map[..];
+    let bad: BadChunks = blobs
+        .par_iter()
+        .filter_map(|((_, id), l)| {
+            let start = l.offset as usize;
+            let end = start + l.len as usize;
+            let why = if end > bytes.len() {
+                Some(format!(
+                    "chunk {} in pack {}: blob at {start}..{end} is past the end of the {}-byte pack (truncated)",
+                    id.short(),
+                    pack.short(),
+                    len
+                ))
+            } else {
+                match compress::decompress(l.encoding, &bytes[start..end], l.raw_len as usize) {
+                    Err(e) => Some(format!("chunk {} in pack {}: {e}", id.short(), pack.short())),
+                    Ok(raw) if Id::of(&raw) != *id => {
+                        Some(format!("chunk {} in pack {}: content does not match its hash", id.short(), pack.short()))
+                    }
+                    Ok(_) => None,
+                }
+            };
+            progress.advance(l.len as u64);
+            why.map(|w| (*id, w))
+        })
+        .collect();
+    Ok((len, blobs.len() as u64, bad))
+}
+
+#[allow(unsafe_code)]
+fn map_pack(f: &File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: read-only private map of a pack file; packs are never modified after they are
+    // renamed into place (prune replaces whole files).
+    unsafe { memmap2::Mmap::map(f) }
+}
+
+/// Re-reads a file's chunks in order and compares the BLAKE3 of the whole with the manifest.
+fn rehash(index: &Index, reader: &PackReader, f: &FileRef, progress: &dyn Progress) -> std::result::Result<(), String> {
+    let mut h = blake3::Hasher::new();
+    for id in &f.chunks {
+        let loc = index.get(id).ok_or_else(|| format!("chunk {} is not in the index", id.short()))?;
+        let data = reader.read_chunk(id, &loc).map_err(|e| e.to_string())?;
+        h.update(&data);
+        progress.advance(data.len() as u64);
+    }
+    if Id::from(h.finalize()) != f.hash {
+        return Err("the file's chunks do not hash to its recorded BLAKE3".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_partition_the_packs() {
+        let ids: Vec<Id> = (0..500u32).map(|i| Id::of(&i.to_le_bytes())).collect();
+        for m in [1u32, 2, 7] {
+            for id in &ids {
+                assert_eq!((1..=m).filter(|&n| in_subset(id, n, m)).count(), 1);
+            }
+        }
+    }
+}
