@@ -52,6 +52,39 @@ pub fn decompress(encoding: Encoding, stored: &[u8], raw_len: usize) -> Result<V
     }
 }
 
+/// Like [`decompress`] but into `out` (cleared first), so hot loops can reuse one buffer.
+///
+/// # Errors
+/// [`ErrorKind::Corrupt`] when the blob does not decode to `raw_len` bytes.
+pub fn decompress_into(encoding: Encoding, stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    match encoding {
+        Encoding::Raw if stored.len() == raw_len => {
+            out.extend_from_slice(stored);
+            Ok(())
+        }
+        Encoding::Raw => Err(Error::new(ErrorKind::Corrupt, format!("raw blob is {} bytes, expected {raw_len}", stored.len()))),
+        Encoding::Zstd => {
+            out.reserve(raw_len);
+            let r = DECOMPRESSOR.with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = zstd::bulk::Decompressor::new().ok();
+                }
+                match d.as_mut() {
+                    Some(d) => d.decompress_to_buffer(stored, out).map_err(|e| e.to_string()),
+                    None => Err("cannot create a zstd decompressor".into()),
+                }
+            });
+            match r {
+                Ok(n) if n == raw_len => Ok(()),
+                Ok(n) => Err(Error::new(ErrorKind::Corrupt, format!("blob decompressed to {n} bytes, expected {raw_len}"))),
+                Err(e) => Err(Error::with_cause(ErrorKind::Corrupt, "blob does not decompress", e)),
+            }
+        }
+    }
+}
+
 /// Compresses a whole small object (manifests).
 pub fn compress_all(data: &[u8], level: i32) -> Vec<u8> {
     zstd::bulk::compress(data, level).unwrap_or_else(|_| data.to_vec())

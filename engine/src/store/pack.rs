@@ -171,6 +171,26 @@ impl PackReader {
         Ok(f)
     }
 
+    /// Reads and decompresses one chunk into `out`, reusing `stored` as the read buffer. Checks
+    /// the BLAKE3 against `id` unless `check` is false (the caller proved this blob already).
+    ///
+    /// # Errors
+    /// As [`PackReader::read_chunk`].
+    pub fn read_chunk_into(&self, id: &Id, loc: &Location, stored: &mut Vec<u8>, out: &mut Vec<u8>, check: bool) -> Result<()> {
+        let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
+        let f = self.file(&loc.pack).map_err(|e| e.context(what()))?;
+        stored.resize(loc.len as usize, 0);
+        f.read_exact_at(stored, loc.offset as u64).map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::UnexpectedEof { ErrorKind::Corrupt } else { ErrorKind::Io };
+            Error::with_cause(kind, format!("{} (pack file {})", what(), self.store.pack_path(&loc.pack).display()), e)
+        })?;
+        compress::decompress_into(loc.encoding, stored, loc.raw_len as usize, out).map_err(|e| e.context(what()))?;
+        if check && Id::of(out) != *id {
+            return Err(Error::new(ErrorKind::Corrupt, format!("{}: content does not match its hash", what())));
+        }
+        Ok(())
+    }
+
     /// Reads, decompresses and checks one chunk: the result hashes to `id`.
     ///
     /// # Errors
