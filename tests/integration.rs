@@ -7,5 +7,6 @@ mod common;
 mod crash;
 mod dedup;
 mod restore_safety;
+mod retention;
 mod roundtrip;
 mod verify;

@@ -45,6 +45,10 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Store size, logical size, dedup and compression ratios.
     Stats,
+    /// Remove snapshots a retention policy does not keep (default: --keep-daily 7).
+    Forget(ForgetArgs),
+    /// Reclaim the space of data no snapshot references.
+    Prune(PruneArgs),
     /// Run a self-contained demo: generate dumps, back them up, restore, print the dedup ratio.
     Demo(DemoArgs),
 }
@@ -75,6 +79,10 @@ pub struct BackupArgs {
     /// Name the snapshot by local time instead of UTC.
     #[arg(long)]
     pub local_time: bool,
+    /// Snapshot time instead of now, as YYYY-MM-DD_HH-MM-SS (UTC) or RFC 3339, e.g. to import
+    /// the legacy backup folders with their original dates.
+    #[arg(long, value_name = "TIME")]
+    pub time: Option<String>,
     /// Annotation stored in the snapshot, KEY=VALUE. Repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -132,6 +140,15 @@ pub struct VerifyArgs {
     pub lock_wait: String,
 }
 
+/// Parses `2026-11-26_02-00-00` (UTC) or RFC 3339 into Unix nanoseconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let t = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d_%H-%M-%S")
+        .map(|n| n.and_utc())
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&chrono::Utc)))
+        .map_err(|_| format!("invalid time {s:?}: use YYYY-MM-DD_HH-MM-SS (UTC) or RFC 3339"))?;
+    t.timestamp_nanos_opt().ok_or_else(|| format!("time {s:?} is out of range"))
+}
+
 /// Parses `N/M`.
 pub fn parse_subset(s: &str) -> Result<(u32, u32), String> {
     let bad = || format!("--read-data-subset {s:?}: expected N/M with 1 <= N <= M, e.g. 1/7");
@@ -141,6 +158,59 @@ pub fn parse_subset(s: &str) -> Result<(u32, u32), String> {
         return Err(bad());
     }
     Ok((n, m))
+}
+
+/// `forget` options.
+#[derive(Debug, Args)]
+#[command(after_help = "Within each group of snapshots with the same sources, newest first: --keep-last N keeps the N \
+newest; --keep-daily/weekly/monthly N keep the newest snapshot of each of the last N days/ISO weeks/months that \
+have one (UTC); --keep-within D keeps everything within D of the group's newest. The rules are a union, and the \
+newest snapshot of every group is always kept. Without any --keep-* option the policy is --keep-daily 7.")]
+pub struct ForgetArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep every snapshot within this long of the group's newest, e.g. 30d, 12h, 2w, 1y.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Show what would be kept and removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Prune right after forgetting (what the nightly job runs).
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: see `prune --help`.
+    #[arg(long, default_value_t = 0.1)]
+    pub max_repack_ratio: f64,
+    /// How long to wait for the exclusive lock, e.g. 30s, 10m.
+    #[arg(long, default_value = "0s")]
+    pub lock_wait: String,
+}
+
+/// `prune` options.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Show what would be deleted and repacked; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Most unused bytes that may stay inside partly-used packs, as a fraction of the live
+    /// bytes (0.1: the store stays within 10% of what the kept snapshots need). The emptiest packs
+    /// are repacked (live data copied, the pack deleted) until this holds. Packs with nothing
+    /// live are always deleted.
+    #[arg(long, default_value_t = 0.1)]
+    pub max_repack_ratio: f64,
+    /// How long to wait for the exclusive lock, e.g. 30s, 10m.
+    #[arg(long, default_value = "0s")]
+    pub lock_wait: String,
 }
 
 /// `demo` options.
@@ -181,6 +251,9 @@ mod tests {
         assert_eq!(parse_duration("0").unwrap().as_secs(), 0);
         assert!(parse_duration("ten").is_err());
         assert_eq!(parse_subset("3/7").unwrap(), (3, 7));
+        assert_eq!(parse_time("1970-01-02_00-00-00").unwrap(), 86_400_000_000_000);
+        assert_eq!(parse_time("1970-01-01T01:00:00+01:00").unwrap(), 0);
+        assert!(parse_time("yesterday").is_err());
         for bad in ["0/7", "8/7", "1/0", "x", "1/"] {
             assert!(parse_subset(bad).is_err(), "{bad}");
         }

@@ -44,6 +44,9 @@ pub struct BackupOptions {
     pub sources: Vec<SourceSpec>,
     /// Name snapshots by local time instead of UTC.
     pub local_time: bool,
+    /// Snapshot time, Unix nanoseconds (default: now), e.g. to import legacy backup folders with
+    /// their original dates.
+    pub time_unix_ns: Option<i64>,
     /// Annotations stored in the snapshot.
     pub labels: Vec<(String, String)>,
     /// How long to wait for a conflicting lock.
@@ -83,7 +86,7 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
             return Err(Error::new(ErrorKind::InvalidInput, format!("source {} given twice", s.name)));
         }
     }
-    let start_ns = now_ns();
+    let start_ns = opts.time_unix_ns.unwrap_or_else(now_ns);
     let _lock = lock::acquire(&store.locks_dir(), LockMode::Shared, "backup", opts.lock_wait)?;
     let (index, _damaged) = Index::load_lenient(store)?;
     let mut specs = opts.sources;

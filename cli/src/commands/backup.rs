@@ -1,6 +1,6 @@
 //! `rpger-store backup`.
 
-use crate::args::{parse_duration, BackupArgs, Cli};
+use crate::args::{parse_duration, parse_time, BackupArgs, Cli};
 use crate::output;
 use crate::progress::Bar;
 use anyhow::{anyhow, bail, Result};
@@ -40,6 +40,7 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
     let opts = BackupOptions {
         sources: parse_sources(a)?,
         local_time: a.local_time,
+        time_unix_ns: a.time.as_deref().map(parse_time).transpose().map_err(|e| anyhow!("--time: {e}"))?,
         labels,
         lock_wait: parse_duration(&a.lock_wait).map_err(|e| anyhow!("--lock-wait: {e}"))?,
     };

@@ -2,7 +2,9 @@
 
 mod backup;
 mod demo;
+mod forget;
 mod init;
+mod prune;
 mod restore;
 mod snapshots;
 mod stats;
@@ -22,6 +24,8 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Restore(a) => restore::run(cli, a),
         Command::Verify(a) => verify::run(cli, a),
         Command::Stats => stats::run(cli),
+        Command::Forget(a) => forget::run(cli, a),
+        Command::Prune(a) => prune::run(cli, a),
         Command::Demo(a) => demo::run(cli, a),
     }
 }
