@@ -6,6 +6,7 @@ mod bad_input;
 mod common;
 mod crash;
 mod dedup;
+mod full_disk;
 mod restore_safety;
 mod retention;
 mod roundtrip;

@@ -1,0 +1,67 @@
+//! A backup that fills the disk fails with a clear error and leaves the store as valid as it
+//! was: earlier snapshots restore, verify passes, and once space is freed the next backup works.
+
+use crate::common::*;
+use std::fs;
+use std::process::Command;
+
+/// A 24 MiB tmpfs, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+fn mount_tmpfs() -> Option<Tmpfs> {
+    if !is_root() {
+        eprintln!("WARNING: full-disk test SKIPPED: mounting a tmpfs needs root (CI runs as root)");
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let ok =
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"]).arg(d.path()).status().map(|s| s.success()).unwrap_or(false);
+    if !ok {
+        eprintln!("WARNING: full-disk test SKIPPED: `mount -t tmpfs` failed (no CAP_SYS_ADMIN in this container?)");
+        return None;
+    }
+    Some(Tmpfs(d))
+}
+
+#[test]
+fn a_full_disk_fails_the_backup_cleanly_and_keeps_the_store() {
+    let Some(fs_) = mount_tmpfs() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let store = fs_.0.path().join("store");
+    ok(&store, &["init"]);
+    let small = t.path().join("small");
+    fs::create_dir(&small).unwrap();
+    fs::write(small.join("a.bin"), noise(1, 4 << 20)).unwrap();
+    let first =
+        ok(&store, &["--json", "backup", "--source", &format!("db={}", small.display())]).json()["snapshot"].as_str().unwrap().to_string();
+    // 40 MiB of incompressible data cannot fit in what is left of 24 MiB.
+    let big = t.path().join("big");
+    fs::create_dir(&big).unwrap();
+    fs::write(big.join("b.bin"), noise(2, 40 << 20)).unwrap();
+    let r = fails(&store, &["backup", "--source", &format!("db={}", big.display())], 2);
+    assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+    assert!(r.stderr.trim_end().lines().count() == 1, "{}", r.stderr);
+    let names: Vec<String> = ok(&store, &["--json", "snapshots"]).json()["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, vec![first.clone()], "a failed backup must not commit a snapshot");
+    assert_eq!(count_files(&store.join("tmp")), 0, "temp files left behind");
+    ok(&store, &["verify", "--deep", "--all", "--log-dir", t.path().join("logs").to_str().unwrap()]);
+    let target = t.path().join("r");
+    ok(&store, &["restore", &first, target.to_str().unwrap()]);
+    assert_same_tree(&small, &target.join("db"));
+    // Space comes back (prune removes what the failed run left); the next backup succeeds.
+    ok(&store, &["prune"]);
+    fs::write(big.join("b.bin"), noise(3, 6 << 20)).unwrap();
+    ok(&store, &["backup", "--source", &format!("db={}", big.display())]);
+    ok(&store, &["verify", "--deep", "--all", "--log-dir", t.path().join("logs").to_str().unwrap()]);
+}
