@@ -10,4 +10,5 @@ mod full_disk;
 mod restore_safety;
 mod retention;
 mod roundtrip;
+mod sources;
 mod verify;

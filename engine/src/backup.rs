@@ -28,6 +28,14 @@ pub enum SourceInput {
         /// The bytes.
         reader: Box<dyn Read + Send>,
     },
+    /// The standard output of `sh -c command`, streamed (no temp file) into one file named
+    /// `file_name`. A non-zero exit, a signal or an empty output fails the source.
+    Command {
+        /// Name of the stored file.
+        file_name: String,
+        /// Shell command line.
+        command: String,
+    },
 }
 
 /// One named source of a backup.
@@ -99,6 +107,7 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
             let w = match spec.input {
                 SourceInput::Path(p) => backup_path(feeder, &p, &mut skipped, progress),
                 SourceInput::Stream { file_name, reader } => backup_stream(feeder, &file_name, reader, "stdin", progress),
+                SourceInput::Command { file_name, command } => backup_command(feeder, &file_name, &command, progress),
             }
             .map_err(|e| e.context(format!("source {name}")))?;
             walked.push((name, w));
@@ -250,4 +259,43 @@ fn backup_stream(pipe: &mut Feeder, file_name: &str, reader: Box<dyn Read + Send
     };
     progress.finish();
     Ok((Manifest { entries: vec![entry] }, size, vec![(0, slot)]))
+}
+
+/// Runs `sh -c command` and stores its standard output; gated on the exit status.
+fn backup_command(pipe: &mut Feeder, file_name: &str, command: &str, progress: &dyn Progress) -> Result<Walked> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::with_cause(ErrorKind::Io, format!("cannot start command `{command}`"), e))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    // Drain stderr beside the data so a chatty command cannot block on a full pipe; keep its tail.
+    let err_tail = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = stderr.read_to_end(&mut all);
+        let tail = &all[all.len().saturating_sub(2000)..];
+        String::from_utf8_lossy(tail).trim().replace('\n', " | ")
+    });
+    let what = format!("command `{command}`");
+    let res = backup_stream(pipe, file_name, Box::new(stdout), &what, progress);
+    // Whatever happened to the stream, reap the child; a stream error kills it first.
+    if res.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(|e| Error::with_cause(ErrorKind::Io, format!("waiting for {what}"), e))?;
+    let tail = err_tail.join().unwrap_or_default();
+    let tail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
+    if !status.success() {
+        let how = match status.code() {
+            Some(c) => format!("exited with status {c}"),
+            None => "was killed by a signal".to_string(),
+        };
+        return Err(Error::new(ErrorKind::InvalidInput, format!("{what} {how}; nothing is committed{tail}")));
+    }
+    res
 }

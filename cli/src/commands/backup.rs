@@ -8,7 +8,7 @@ use rpger_engine::backup::{self, BackupOptions, SourceInput, SourceSpec};
 use serde_json::json;
 use std::process::ExitCode;
 
-/// Splits `NAME=PATH`; `-` as PATH means stdin (allowed once).
+/// Splits `NAME=PATH`; `-` as PATH means stdin (allowed once), `cmd:COMMAND` a command's stdout.
 fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
     let mut out = vec![];
     let mut stdin_used = false;
@@ -20,6 +20,12 @@ fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
             }
             stdin_used = true;
             SourceInput::Stream { file_name: a.stdin_name.clone(), reader: Box::new(std::io::stdin()) }
+        } else if let Some(command) = path.strip_prefix("cmd:") {
+            if command.trim().is_empty() {
+                bail!("--source {s:?}: empty command");
+            }
+            let file_name = if a.stdin_name == "stdin" { "stdout".to_string() } else { a.stdin_name.clone() };
+            SourceInput::Command { file_name, command: command.to_string() }
         } else if path.is_empty() {
             bail!("--source {s:?}: empty path");
         } else {
