@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# redis-server (+ redis-cli): the Redis source's end-to-end test runs a real server.
 # b3sum and zstd: machine limits measured by the smoke benchmark next to rpger-store.
-packages=(b3sum zstd)
+packages=(redis-server b3sum zstd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

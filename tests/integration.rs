@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod dedup;
 mod full_disk;
+mod redis;
 mod restore_safety;
 mod retention;
 mod roundtrip;

@@ -70,8 +70,10 @@ pub struct InitArgs {
     after_help = "Examples:\n  rpger-store backup --source mongodb=/data2/rpger/dumps/mongodb --source redis=/data2/rpger/redis/dump.rdb\n  mongodump --archive | rpger-store backup --source mongodb=- --stdin-name mongodb.archive"
 )]
 pub struct BackupArgs {
-    /// A source as NAME=PATH (a directory or a file), NAME=- (read stdin) or NAME=cmd:COMMAND (the
-    /// standard output of `sh -c COMMAND`; a non-zero exit or no output fails the run). Repeatable.
+    /// A source as NAME=PATH (a directory or a file), NAME=- (read stdin), NAME=cmd:COMMAND (the
+    /// standard output of `sh -c COMMAND`; a non-zero exit or no output fails the run) or
+    /// NAME=redis://HOST:PORT[?dir=DATADIR] (BGSAVE, then dump.rdb and the AOF; password from
+    /// $RPGER_REDIS_PASSWORD). Repeatable.
     #[arg(long = "source", value_name = "NAME=PATH", required = true)]
     pub sources: Vec<String>,
     /// File name under which a stdin source (default `stdin`) or a cmd: source (default

@@ -28,6 +28,8 @@ pub enum SourceInput {
         /// The bytes.
         reader: Box<dyn Read + Send>,
     },
+    /// A Redis server: `BGSAVE`, then its dump file and AOF (see [`crate::sources::redis`]).
+    Redis(crate::sources::redis::RedisSpec),
     /// The standard output of `sh -c command`, streamed (no temp file) into one file named
     /// `file_name`. A non-zero exit, a signal or an empty output fails the source.
     Command {
@@ -99,13 +101,18 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
     let (index, _damaged) = Index::load_lenient(store)?;
     let mut specs = opts.sources;
     specs.sort_by(|a, b| a.name.cmp(&b.name));
-    let ((sources, skipped, bytes_read), stats) = pipeline::run(store, index, |feeder| {
+    let ((sources, skipped, bytes_read, source_labels), stats) = pipeline::run(store, index, |feeder| {
         let mut skipped = vec![];
         let mut walked = vec![];
         for spec in specs {
             let name = spec.name.clone();
             let w = match spec.input {
-                SourceInput::Path(p) => backup_path(feeder, &p, &mut skipped, progress),
+                SourceInput::Path(p) => backup_path(feeder, &p, None, &mut skipped, progress),
+                SourceInput::Redis(spec) => crate::sources::redis::prepare(&spec).and_then(|prep| {
+                    let mut w = backup_path(feeder, &prep.data_dir, Some(&prep.include), &mut skipped, progress)?;
+                    w.labels = prep.labels;
+                    Ok(w)
+                }),
                 SourceInput::Stream { file_name, reader } => backup_stream(feeder, &file_name, reader, "stdin", progress),
                 SourceInput::Command { file_name, command } => backup_command(feeder, &file_name, &command, progress),
             }
@@ -116,7 +123,9 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
         // for all sources keeps small sources from closing small packs.
         let mut slots = feeder.flush()?;
         let mut sources = vec![];
-        for (name, (mut manifest, logical, files)) in walked {
+        let mut source_labels = vec![];
+        for (name, Walked { mut manifest, logical, files, labels }) in walked {
+            source_labels.extend(labels.into_iter().map(|(k, v)| (format!("{name}.{k}"), v)));
             for (ei, slot) in files {
                 if let EntryKind::File { chunks, .. } = &mut manifest.entries[ei].kind {
                     *chunks = std::mem::take(&mut slots[slot]);
@@ -126,7 +135,7 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
             let id = store.write_manifest(&manifest)?;
             sources.push(SourceRef { name, manifest: id, logical_bytes: logical, entries: manifest.entries.len() as u64 });
         }
-        Ok((sources, skipped, feeder.bytes_read))
+        Ok((sources, skipped, feeder.bytes_read, source_labels))
     })?;
     let time = chrono::DateTime::from_timestamp_nanos(start_ns);
     let name = if opts.local_time {
@@ -135,6 +144,7 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
         time.format("%Y-%m-%d_%H-%M-%S").to_string()
     };
     let mut labels = opts.labels;
+    labels.extend(source_labels);
     labels.sort();
     let snap = Snapshot {
         name,
@@ -165,12 +175,24 @@ fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
-/// A manifest whose file entries still lack their chunk lists, the logical size, and for each
-/// file (entry index, pipeline slot).
-type Walked = (Manifest, u64, Vec<(usize, usize)>);
+/// A walked source: its manifest (file entries still lack their chunk lists), logical size, for
+/// each file (entry index, pipeline slot), and facts to record in the snapshot.
+struct Walked {
+    manifest: Manifest,
+    logical: u64,
+    files: Vec<(usize, usize)>,
+    labels: Vec<(String, String)>,
+}
 
-/// Backs up a directory tree or a single file.
-fn backup_path(pipe: &mut Feeder, root: &Path, skipped: &mut Vec<String>, progress: &dyn Progress) -> Result<Walked> {
+/// Backs up a directory tree or a single file; with `include`, only those top-level names of
+/// the directory (and what is under them).
+fn backup_path(
+    pipe: &mut Feeder,
+    root: &Path,
+    include: Option<&[String]>,
+    skipped: &mut Vec<String>,
+    progress: &dyn Progress,
+) -> Result<Walked> {
     // The root itself is followed if it is a symlink: users point at linked data dirs.
     let root_md = fs::metadata(root).at("source path", root)?;
     let root_name = root.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| b"data".to_vec());
@@ -189,6 +211,9 @@ fn backup_path(pipe: &mut Feeder, root: &Path, skipped: &mut Vec<String>, progre
                 let e = e.at("read directory", &dir)?;
                 let p = e.path();
                 let md = fs::symlink_metadata(&p).at("stat", &p)?;
+                if rel.is_empty() && include.is_some_and(|inc| !inc.iter().any(|n| n.as_bytes() == e.file_name().as_bytes())) {
+                    continue;
+                }
                 let r = join_rel(&rel, e.file_name().as_bytes());
                 if md.is_dir() {
                     stack.push((r.clone(), p.clone()));
@@ -232,7 +257,7 @@ fn backup_path(pipe: &mut Feeder, root: &Path, skipped: &mut Vec<String>, progre
         }
     }
     progress.finish();
-    Ok((Manifest { entries }, logical, files))
+    Ok(Walked { manifest: Manifest { entries }, logical, files, labels: vec![] })
 }
 
 /// Backs up one stream as a single file.
@@ -258,7 +283,7 @@ fn backup_stream(pipe: &mut Feeder, file_name: &str, reader: Box<dyn Read + Send
         kind: EntryKind::File { size, chunks: vec![], hash, sparse: false },
     };
     progress.finish();
-    Ok((Manifest { entries: vec![entry] }, size, vec![(0, slot)]))
+    Ok(Walked { manifest: Manifest { entries: vec![entry] }, logical: size, files: vec![(0, slot)], labels: vec![] })
 }
 
 /// Runs `sh -c command` and stores its standard output; gated on the exit status.

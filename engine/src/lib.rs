@@ -27,6 +27,7 @@ mod pipeline;
 pub mod progress;
 pub mod restore;
 pub mod retention;
+pub mod sources;
 pub mod stats;
 pub mod store;
 pub mod verify;

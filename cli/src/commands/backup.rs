@@ -20,6 +20,8 @@ fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
             }
             stdin_used = true;
             SourceInput::Stream { file_name: a.stdin_name.clone(), reader: Box::new(std::io::stdin()) }
+        } else if path.starts_with("redis://") {
+            SourceInput::Redis(rpger_engine::sources::redis::RedisSpec::parse(path)?)
         } else if let Some(command) = path.strip_prefix("cmd:") {
             if command.trim().is_empty() {
                 bail!("--source {s:?}: empty command");
