@@ -39,3 +39,38 @@ fn a_command_that_fails_half_way_commits_nothing_and_the_next_run_dedups() {
     ok(&store, &["restore", "latest", target.to_str().unwrap()]);
     assert_eq!(fs::read(target.join("db/db.dump")).unwrap(), changed);
 }
+
+#[test]
+fn import_legacy_turns_dated_folders_into_snapshots_with_their_dates() {
+    let t = tempfile::tempdir().unwrap();
+    let store = init_store(t.path());
+    let legacy = t.path().join("backups");
+    let mut data = rpger_engine::demo::Dataset::new(8, 2_000_000);
+    let names = ["2026-11-18_02-00-03", "2026-11-19_02-00-01", "2026-11-20_02-00-07"];
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            data.advance();
+        }
+        data.write(&legacy.join(n)).unwrap();
+    }
+    fs::create_dir(legacy.join("not-a-backup")).unwrap();
+    let r = ok(&store, &["--json", "import-legacy", legacy.to_str().unwrap()]).json();
+    let got: Vec<&str> = r["imported"].as_array().unwrap().iter().map(|x| x["snapshot"].as_str().unwrap()).collect();
+    assert_eq!(got, names);
+    let list = ok(&store, &["--json", "snapshots"]).json();
+    let listed: Vec<&str> = list["snapshots"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(listed, names);
+    assert_eq!(list["snapshots"][1]["time"], "2026-11-19T02:00:01Z");
+    for n in names {
+        let target = t.path().join(format!("r-{n}"));
+        ok(&store, &["restore", n, target.to_str().unwrap()]);
+        for src in ["chroma", "mongodb", "redis"] {
+            assert_same_tree(&legacy.join(n).join(src), &target.join(src));
+        }
+    }
+    // Running it again imports nothing twice.
+    let again = ok(&store, &["--json", "import-legacy", legacy.join(names[0]).to_str().unwrap(), legacy.to_str().unwrap()]).json();
+    assert!(again["imported"].as_array().unwrap().iter().all(|x| x["skipped"] == true));
+    let r = fails(&store, &["import-legacy", legacy.join("not-a-backup").to_str().unwrap()], 2);
+    assert!(r.stderr.contains("neither a legacy backup folder"), "{}", r.stderr);
+}

@@ -45,6 +45,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Store size, logical size, dedup and compression ratios.
     Stats,
+    /// Turn legacy backup folders (YYYY-MM-DD_HH-MM-SS/{mongodb,redis,chroma}) into snapshots
+    /// named by their original date; folders already imported are skipped.
+    ImportLegacy(ImportArgs),
     /// Remove snapshots a retention policy does not keep (default: --keep-daily 7).
     Forget(ForgetArgs),
     /// Reclaim the space of data no snapshot references.
@@ -162,6 +165,14 @@ pub fn parse_subset(s: &str) -> Result<(u32, u32), String> {
         return Err(bad());
     }
     Ok((n, m))
+}
+
+/// `import-legacy` options.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Legacy folders, or directories holding them (e.g. /data2/rpger/backups).
+    #[arg(required = true)]
+    pub paths: Vec<std::path::PathBuf>,
 }
 
 /// `forget` options.

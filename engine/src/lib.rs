@@ -23,6 +23,7 @@ pub mod compress;
 pub mod demo;
 pub mod error;
 mod fsutil;
+pub mod legacy;
 mod pipeline;
 pub mod progress;
 pub mod restore;

@@ -3,6 +3,7 @@
 mod backup;
 mod demo;
 mod forget;
+mod import;
 mod init;
 mod prune;
 mod restore;
@@ -24,6 +25,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Restore(a) => restore::run(cli, a),
         Command::Verify(a) => verify::run(cli, a),
         Command::Stats => stats::run(cli),
+        Command::ImportLegacy(a) => import::run(cli, a),
         Command::Forget(a) => forget::run(cli, a),
         Command::Prune(a) => prune::run(cli, a),
         Command::Demo(a) => demo::run(cli, a),
