@@ -74,3 +74,76 @@ fn import_legacy_turns_dated_folders_into_snapshots_with_their_dates() {
     let r = fails(&store, &["import-legacy", legacy.join("not-a-backup").to_str().unwrap()], 2);
     assert!(r.stderr.contains("neither a legacy backup folder"), "{}", r.stderr);
 }
+
+#[test]
+fn configured_nightly_runs_log_apply_retention_and_fail_cleanly() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let logs = t.path().join("logs");
+    let chroma = t.path().join("chroma");
+    fs::create_dir(&chroma).unwrap();
+    fs::write(chroma.join("chroma.sqlite3"), noise(1, 300_000)).unwrap();
+    let dump = t.path().join("dump.archive");
+    fs::write(&dump, noise(2, 200_000)).unwrap();
+    let cfg = t.path().join("config.toml");
+    let write_cfg = |command: &str| {
+        fs::write(
+            &cfg,
+            format!(
+                "store = {store:?}\nlog_dir = {logs:?}\n[retention]\nkeep_last = 2\nprune = true\n\n\
+                 [[source]]\nname = \"mongodb\"\ncommand = {command:?}\nfile_name = \"mongodb.archive\"\n\n\
+                 [[source]]\nname = \"chroma\"\npath = {chroma:?}\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_cfg(&format!("cat {}", dump.display()));
+    let c = cfg.to_str().unwrap();
+    let out = bin().args(["--config", c, "init"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for _ in 0..3 {
+        let out = bin().args(["--config", c, "--json", "backup"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let list = |args: &[&str]| -> serde_json::Value {
+        let out = bin().args(["--config", c, "--json"]).args(args).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let snaps = list(&["snapshots"]);
+    assert_eq!(snaps["snapshots"].as_array().unwrap().len(), 2, "[retention] keep_last = 2 after each run: {snaps}");
+    let names: Vec<&str> = snaps["snapshots"][0]["sources"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["chroma", "mongodb"]);
+    let log = fs::read_to_string(logs.join("backup.log")).unwrap();
+    assert_eq!(log.matches("backup start").count(), 3, "{log}");
+    assert!(
+        log.contains("backup source mongodb: 200000 bytes") && log.contains("backup ok snapshot=") && log.contains("retention forgot 1"),
+        "{log}"
+    );
+    // --only: one configured source, its own retention group
+    let out = bin().args(["--config", c, "backup", "--only", "chroma"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(list(&["snapshots"])["snapshots"].as_array().unwrap().len(), 3);
+    let out = bin().args(["--config", c, "backup", "--only", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such configured source"));
+    // A failing dump: exit 2, the log says why, nothing committed, retention not run.
+    write_cfg("echo partial; exit 7");
+    let out = bin().args(["--config", c, "backup"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exited with status 7"));
+    assert_eq!(list(&["snapshots"])["snapshots"].as_array().unwrap().len(), 3);
+    let log = fs::read_to_string(logs.join("backup.log")).unwrap();
+    assert!(log.lines().last().unwrap().contains("backup FAILED") && log.contains("exited with status 7"), "{log}");
+    // A config with a typo is a clear error.
+    fs::write(&cfg, "stroe = \"/x\"\n").unwrap();
+    let out = bin().args(["--config", c, "snapshots"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config file"), "{}", String::from_utf8_lossy(&out.stderr));
+    // config init writes the commented example, refuses to overwrite without --force
+    let ex = t.path().join("etc/rpger-store/config.toml");
+    let e = ex.to_str().unwrap();
+    assert!(bin().args(["--config", e, "config", "init"]).status().unwrap().success());
+    assert!(fs::read_to_string(&ex).unwrap().contains("[[source]]"));
+    assert_eq!(bin().args(["--config", e, "config", "init"]).output().unwrap().status.code(), Some(2));
+    assert!(bin().args(["--config", e, "config", "init", "--force"]).status().unwrap().success());
+}

@@ -16,9 +16,12 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "rpger-store", version, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// Store directory.
-    #[arg(long, global = true, env = "RPGER_STORE", default_value = "/data2/rpger/backups")]
-    pub store: PathBuf,
+    /// Store directory [default: the config's `store`, else /data2/rpger/backups].
+    #[arg(long, global = true, env = "RPGER_STORE")]
+    pub store: Option<PathBuf>,
+    /// Config file [default: /etc/rpger-store/config.toml, used when it exists].
+    #[arg(long, global = true, env = "RPGER_STORE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Print one JSON document on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -54,6 +57,24 @@ pub enum Command {
     Prune(PruneArgs),
     /// Run a self-contained demo: generate dumps, back them up, restore, print the dedup ratio.
     Demo(DemoArgs),
+    /// Manage the config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write a commented example config for the RPGer stack to --config (default
+    /// /etc/rpger-store/config.toml), or print it with --stdout.
+    Init {
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+        /// Print the example instead of writing it.
+        #[arg(long)]
+        stdout: bool,
+    },
 }
 
 /// `init` options.
@@ -77,8 +98,19 @@ pub struct BackupArgs {
     /// standard output of `sh -c COMMAND`; a non-zero exit or no output fails the run) or
     /// NAME=redis://HOST:PORT[?dir=DATADIR] (BGSAVE, then dump.rdb and the AOF; password from
     /// $RPGER_REDIS_PASSWORD). Repeatable.
-    #[arg(long = "source", value_name = "NAME=PATH", required = true)]
+    /// Without --source, the config file's [[source]] entries are backed up, its [retention]
+    /// applied afterwards and each run logged to LOG_DIR/backup.log.
+    #[arg(long = "source", value_name = "NAME=PATH")]
     pub sources: Vec<String>,
+    /// With configured sources: back up only this one (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Skip the check that the store's filesystem has room for the expected new data.
+    #[arg(long)]
+    pub no_space_check: bool,
+    /// Directory of backup.log [default: the config's `log_dir`, else /data2/rpger/logs].
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
     /// File name under which a stdin source (default `stdin`) or a cmd: source (default
     /// `stdout`) is stored.
     #[arg(long, default_value = "stdin")]
@@ -139,9 +171,10 @@ pub struct VerifyArgs {
     /// exactly once). The end-to-end file pass is skipped.
     #[arg(long, value_name = "N/M", requires = "deep")]
     pub read_data_subset: Option<String>,
-    /// Directory of the verify log (`backup-verify.log`, one line per run).
-    #[arg(long, default_value = "/data2/rpger/logs")]
-    pub log_dir: std::path::PathBuf,
+    /// Directory of the verify log (`backup-verify.log`, one line per run) [default: the
+    /// config's `log_dir`, else /data2/rpger/logs].
+    #[arg(long)]
+    pub log_dir: Option<std::path::PathBuf>,
     /// How long to wait for a conflicting lock, e.g. 30s, 10m.
     #[arg(long, default_value = "0s")]
     pub lock_wait: String,

@@ -1,14 +1,22 @@
-//! `rpger-store backup`.
+//! `rpger-store backup`: named sources from the command line, or the config file's nightly
+//! sources (then logged to backup.log and followed by the configured retention).
 
 use crate::args::{parse_duration, parse_time, BackupArgs, Cli};
+use crate::config::{self, Config};
 use crate::output;
 use crate::progress::Bar;
 use anyhow::{anyhow, bail, Result};
 use rpger_engine::backup::{self, BackupOptions, SourceInput, SourceSpec};
+use rpger_engine::retention::{self, policy};
+use rpger_engine::sources::redis::RedisSpec;
+use rpger_engine::store::Store;
 use serde_json::json;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Instant;
 
-/// Splits `NAME=PATH`; `-` as PATH means stdin (allowed once), `cmd:COMMAND` a command's stdout.
+/// Splits `NAME=PATH`; `-` as PATH means stdin (allowed once), `cmd:COMMAND` a command's stdout,
+/// `redis://...` a Redis server.
 fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
     let mut out = vec![];
     let mut stdin_used = false;
@@ -21,7 +29,7 @@ fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
             stdin_used = true;
             SourceInput::Stream { file_name: a.stdin_name.clone(), reader: Box::new(std::io::stdin()) }
         } else if path.starts_with("redis://") {
-            SourceInput::Redis(rpger_engine::sources::redis::RedisSpec::parse(path)?)
+            SourceInput::Redis(RedisSpec::parse(path)?)
         } else if let Some(command) = path.strip_prefix("cmd:") {
             if command.trim().is_empty() {
                 bail!("--source {s:?}: empty command");
@@ -38,23 +46,131 @@ fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
     Ok(out)
 }
 
+/// The config's `[[source]]` entries (those named by --only, when given).
+fn config_sources(cfg: &Config, only: &[String]) -> Result<Vec<SourceSpec>> {
+    for o in only {
+        if !cfg.sources.iter().any(|s| &s.name == o) {
+            let names: Vec<_> = cfg.sources.iter().map(|s| s.name.as_str()).collect();
+            bail!("--only {o}: no such configured source (configured: {})", names.join(", "));
+        }
+    }
+    let mut out = vec![];
+    for s in cfg.sources.iter().filter(|s| only.is_empty() || only.contains(&s.name)) {
+        let input = if let Some(p) = &s.path {
+            SourceInput::Path(p.clone())
+        } else if let Some(c) = &s.command {
+            SourceInput::Command { file_name: s.file_name.clone().unwrap_or_else(|| "stdout".into()), command: c.clone() }
+        } else if let Some(r) = &s.redis {
+            SourceInput::Redis(RedisSpec::parse(r)?)
+        } else {
+            bail!("[[source]] {:?} has no path, command or redis", s.name);
+        };
+        out.push(SourceSpec { name: s.name.clone(), input });
+    }
+    Ok(out)
+}
+
+fn tree_bytes(p: &Path) -> u64 {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p).map(|rd| rd.flatten().map(|e| tree_bytes(&e.path())).sum()).unwrap_or(0),
+        Ok(m) if m.is_file() => m.len(),
+        _ => 0,
+    }
+}
+
+/// Refuses to start when the store's filesystem cannot hold the expected new data: twice what the
+/// last backup added, or for a first backup half the size of the path sources (zstd roughly
+/// halves dumps), plus 16 MiB of slack.
+fn check_space(store: &Store, specs: &[SourceSpec]) -> Result<()> {
+    let last = store.list_snapshots()?.pop().and_then(|n| store.read_snapshot(&n).ok());
+    let (estimate, why) = match last {
+        Some(s) => (s.new_stored_bytes.saturating_mul(2), format!("twice the {} the last backup added", output::bytes(s.new_stored_bytes))),
+        None => {
+            let total: u64 = specs.iter().map(|s| if let SourceInput::Path(p) = &s.input { tree_bytes(p) } else { 0 }).sum();
+            (total / 2, format!("half of the {} to read", output::bytes(total)))
+        }
+    };
+    let need = estimate + (16 << 20);
+    let free = store.free_bytes()?;
+    if need > free {
+        bail!(
+            "not enough free space for this backup on the filesystem of {}: {} available, about {} needed ({why}, plus 16 MiB); free some space or pass --no-space-check",
+            store.root().display(),
+            output::bytes(free),
+            output::bytes(need)
+        );
+    }
+    Ok(())
+}
+
 pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
     let store = super::open_store(cli)?;
+    let cfg = super::config(cli)?;
+    let nightly = a.sources.is_empty();
+    let sources = if nightly {
+        if cfg.sources.is_empty() {
+            bail!(
+                "no --source given and no [[source]] in the config file {} (see `rpger-store config init`)",
+                cli.config.as_deref().unwrap_or(Path::new(config::DEFAULT_PATH)).display()
+            );
+        }
+        config_sources(&cfg, &a.only)?
+    } else {
+        if !a.only.is_empty() {
+            bail!("--only selects configured sources; with --source, name just the sources you want");
+        }
+        parse_sources(a)?
+    };
     let labels = a
         .labels
         .iter()
         .map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| anyhow!("--label {l:?}: expected KEY=VALUE")))
         .collect::<Result<Vec<_>>>()?;
-    let opts = BackupOptions {
-        sources: parse_sources(a)?,
-        local_time: a.local_time,
-        time_unix_ns: a.time.as_deref().map(parse_time).transpose().map_err(|e| anyhow!("--time: {e}"))?,
-        labels,
-        lock_wait: parse_duration(&a.lock_wait).map_err(|e| anyhow!("--lock-wait: {e}"))?,
+    let log_dir = super::log_dir(cli, &a.log_dir)?;
+    let names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
+    let log = |line: &str| {
+        if nightly {
+            super::log_line(&log_dir, "backup.log", line);
+        }
     };
-    let bar = Bar::new(cli.json);
-    let r = backup::backup(&store, opts, &bar)?;
+    log(&format!("backup start sources={} store={}", names.join(","), store.root().display()));
+    let started = Instant::now();
+    let result = (|| -> Result<backup::BackupReport> {
+        if !a.no_space_check {
+            check_space(&store, &sources)?;
+        }
+        let opts = BackupOptions {
+            sources,
+            local_time: a.local_time,
+            time_unix_ns: a.time.as_deref().map(parse_time).transpose().map_err(|e| anyhow!("--time: {e}"))?,
+            labels,
+            lock_wait: parse_duration(&a.lock_wait).map_err(|e| anyhow!("--lock-wait: {e}"))?,
+        };
+        Ok(backup::backup(&store, opts, &Bar::new(cli.json))?)
+    })();
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            log(&format!("backup FAILED after {:.1}s: {e:#}", started.elapsed().as_secs_f64()));
+            return Err(e);
+        }
+    };
     let s = &r.snapshot;
+    for src in &s.sources {
+        log(&format!("backup source {}: {} bytes in {} entries", src.name, src.logical_bytes, src.entries));
+    }
+    log(&format!(
+        "backup ok snapshot={} read={} new_stored={} duration={:.1}s",
+        s.name,
+        r.bytes_read,
+        s.new_stored_bytes,
+        started.elapsed().as_secs_f64()
+    ));
+    // Retention only follows configured (nightly) runs: a manual --source backup never deletes.
+    let retention_json = match (&cfg.retention, nightly) {
+        (Some(ret), true) => Some(apply_retention(cli, &store, ret, a, &log)?),
+        _ => None,
+    };
     if cli.json {
         output::print_json(json!({
             "command": "backup",
@@ -62,7 +178,7 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
             "sources": s.sources.iter().map(|x| json!({"name": x.name, "logical_bytes": x.logical_bytes, "entries": x.entries, "manifest": x.manifest.to_hex()})).collect::<Vec<_>>(),
             "bytes_read": r.bytes_read, "chunks": r.chunks, "new_chunks": r.new_chunks,
             "new_raw_bytes": s.new_raw_bytes, "new_stored_bytes": s.new_stored_bytes, "packs": r.packs,
-            "skipped": r.skipped,
+            "skipped": r.skipped, "retention": retention_json,
         }));
     } else {
         for sk in &r.skipped {
@@ -79,4 +195,43 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn apply_retention(cli: &Cli, store: &Store, ret: &config::Retention, a: &BackupArgs, log: &dyn Fn(&str)) -> Result<serde_json::Value> {
+    let p = policy::Policy {
+        keep_last: ret.keep_last.unwrap_or(0),
+        keep_daily: ret.keep_daily.unwrap_or(0),
+        keep_weekly: ret.keep_weekly.unwrap_or(0),
+        keep_monthly: ret.keep_monthly.unwrap_or(0),
+        keep_within_secs: ret
+            .keep_within
+            .as_deref()
+            .map(policy::parse_within)
+            .transpose()
+            .map_err(|e| anyhow!("[retention] keep_within: {e}"))?,
+    };
+    let p = if p.is_empty() { policy::Policy::DEFAULT } else { p };
+    let wait = parse_duration(&a.lock_wait).map_err(|e| anyhow!("--lock-wait: {e}"))?;
+    let decisions = retention::forget(store, &p, false, wait)?;
+    let removed: Vec<&str> = decisions.iter().filter(|d| !d.keep).map(|d| d.name.as_str()).collect();
+    log(&format!("retention forgot {} snapshot(s): {}", removed.len(), removed.join(",")));
+    let mut out = json!({"removed": removed});
+    if ret.prune.unwrap_or(true) {
+        let r = super::prune::execute(store, &super::prune::options(false, ret.max_repack_ratio.unwrap_or(0.1), &a.lock_wait)?)?;
+        log(&format!(
+            "prune reclaimed={} store={} packs_deleted={} packs_repacked={}",
+            r.reclaimed(),
+            r.bytes_after,
+            r.packs_deleted,
+            r.packs_repacked
+        ));
+        if !cli.json {
+            super::prune::print_human(&r);
+        }
+        out["prune"] = super::prune::to_json(&r);
+    }
+    if !cli.json {
+        println!("retention: {} snapshot(s) forgotten", removed.len());
+    }
+    Ok(out)
 }

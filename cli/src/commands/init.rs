@@ -14,17 +14,18 @@ pub fn run(cli: &Cli, a: &InitArgs) -> Result<ExitCode> {
         zstd_level: a.zstd_level,
         ..InitOptions::default()
     };
-    let store = Store::init(&cli.store, opts)?;
+    let path = super::store_path(cli)?;
+    let store = Store::init(&path, opts)?;
     let c = store.config();
     if cli.json {
         output::print_json(json!({
-            "command": "init", "store": cli.store, "store_id": c.store_id.to_hex(),
+            "command": "init", "store": path, "store_id": c.store_id.to_hex(),
             "chunk_min": c.chunk_min, "chunk_avg": c.chunk_avg, "chunk_max": c.chunk_max, "zstd_level": c.zstd_level,
         }));
     } else {
         println!(
             "created store {} (id {}, chunks {}/{}/{} bytes, zstd level {})",
-            cli.store.display(),
+            path.display(),
             c.store_id.short(),
             c.chunk_min,
             c.chunk_avg,

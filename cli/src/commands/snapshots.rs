@@ -24,7 +24,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             .collect();
         output::print_json(json!({"command": "snapshots", "snapshots": list}));
     } else if snaps.is_empty() {
-        println!("no snapshots in {}", cli.store.display());
+        println!("no snapshots in {}", store.root().display());
     } else {
         println!("{:<24} {:<21} {:>11} {:>11}  sources", "name", "time (UTC)", "logical", "new stored");
         for s in &snaps {

@@ -6,8 +6,6 @@ use crate::progress::Bar;
 use anyhow::{anyhow, Result};
 use rpger_engine::verify::{self, Selection, VerifyOptions, VerifyReport};
 use serde_json::json;
-use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
@@ -27,17 +25,22 @@ pub fn run(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
         (true, None) => "deep".to_string(),
         _ => "quick".to_string(),
     };
+    let log_dir = super::log_dir(cli, &a.log_dir)?;
     let result = super::open_store(cli).and_then(|store| Ok(verify::verify(&store, &opts, &Bar::new(cli.json))?));
     let r = match result {
         Ok(r) => r,
         Err(e) => {
-            log_line(&a.log_dir, &format!("snapshots=- mode={mode} bytes=0 result=error: {e:#}"));
+            super::log_line(&log_dir, "backup-verify.log", &format!("verify snapshots=- mode={mode} bytes=0 result=error: {e:#}"));
             return Err(e);
         }
     };
     let result =
         if r.is_sound() { "ok".to_string() } else { format!("damage: {} object(s), {} file(s)", r.problems.len(), r.affected.len()) };
-    log_line(&a.log_dir, &format!("snapshots={} mode={mode} bytes={} result={result}", r.snapshots.join(","), r.bytes_checked));
+    super::log_line(
+        &log_dir,
+        "backup-verify.log",
+        &format!("verify snapshots={} mode={mode} bytes={} result={result}", r.snapshots.join(","), r.bytes_checked),
+    );
     if cli.json {
         print_json(&r, &mode);
     } else {
@@ -77,17 +80,4 @@ fn print_json(r: &VerifyReport, mode: &str) {
         })).collect::<Vec<_>>(),
         "notes": r.notes, "summary": r.summary(),
     }));
-}
-
-/// Appends one line to `DIR/backup-verify.log`; a log that cannot be written is a warning, not
-/// a failed verify.
-fn log_line(dir: &Path, line: &str) {
-    let path = dir.join("backup-verify.log");
-    let res = std::fs::create_dir_all(dir).and_then(|_| {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        writeln!(f, "{} verify {line}", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"))
-    });
-    if let Err(e) = res {
-        eprintln!("rpger-store: warning: cannot write the verify log {}: {e} (use --log-dir)", path.display());
-    }
 }

@@ -267,6 +267,15 @@ impl Store {
         Err(Error::new(ErrorKind::Io, format!("could not find a free snapshot name after {base}")))
     }
 
+    /// Bytes available to this user on the store's filesystem.
+    ///
+    /// # Errors
+    /// When the filesystem cannot be queried.
+    pub fn free_bytes(&self) -> Result<u64> {
+        let v = rustix::fs::statvfs(&self.root).at("query free space of", &self.root)?;
+        Ok(v.f_bavail.saturating_mul(v.f_frsize))
+    }
+
     /// Total bytes of all files in the store.
     ///
     /// # Errors
