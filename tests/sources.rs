@@ -147,3 +147,49 @@ fn configured_nightly_runs_log_apply_retention_and_fail_cleanly() {
     assert_eq!(bin().args(["--config", e, "config", "init"]).output().unwrap().status.code(), Some(2));
     assert!(bin().args(["--config", e, "config", "init", "--force"]).status().unwrap().success());
 }
+
+/// Counts the BSON documents of a .bson file (each is length-prefixed and NUL-terminated).
+fn bson_docs(bytes: &[u8]) -> usize {
+    let (mut pos, mut n) = (0, 0);
+    while pos < bytes.len() {
+        let len = i32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        assert_eq!(bytes[pos + len - 1], 0);
+        pos += len;
+        n += 1;
+    }
+    assert_eq!(pos, bytes.len());
+    n
+}
+
+#[test]
+fn a_real_mongodump_archive_is_stored_as_mongodumps_directory_layout() {
+    let t = tempfile::tempdir().unwrap();
+    let store = init_store(t.path());
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mongodump");
+    let archive = fixtures.join("dump-w-oplog.archive");
+    let r = ok(&store, &["--json", "backup", "--source", &format!("mongodb=mongodump:cat {}", archive.display())]).json();
+    let snap = r["snapshot"].as_str().unwrap().to_string();
+    let target = t.path().join("r");
+    ok(&store, &["restore", &snap, target.to_str().unwrap()]);
+    let dump = target.join("mongodb/mongodb_backup");
+    assert_eq!(bson_docs(&fs::read(dump.join("test/foo.bson")).unwrap()), 25);
+    assert!(dump.join("test/foo.metadata.json").is_file());
+    assert!(fs::read_to_string(dump.join("admin/system.version.metadata.json")).unwrap().contains("\"indexes\""));
+    assert!(dump.join("admin/system.version.bson").is_file() && dump.join("oplog.bson").is_file());
+    let labels = &ok(&store, &["--json", "snapshots"]).json()["snapshots"][0]["labels"];
+    assert_eq!(labels["mongodb.archive.server_version"], "4.0.2");
+    assert_eq!(labels["mongodb.archive.namespaces"], "3");
+    // A corrupted document fails the CRC check; a cut stream and a failing mongodump fail too.
+    let mut bad = fs::read(fixtures.join("test.bar.archive")).unwrap();
+    let at = bad.len() - 60;
+    bad[at] ^= 1;
+    let badf = t.path().join("bad.archive");
+    fs::write(&badf, &bad).unwrap();
+    let e = fails(&store, &["backup", "--source", &format!("mongodb=mongodump:cat {}", badf.display())], 2);
+    assert!(e.stderr.contains("CRC") || e.stderr.contains("mongodump archive"), "{}", e.stderr);
+    let e = fails(&store, &["backup", "--source", &format!("mongodb=mongodump:head -c 700 {}", archive.display())], 2);
+    assert!(e.stderr.contains("cut short") || e.stderr.contains("ended"), "{}", e.stderr);
+    let e = fails(&store, &["backup", "--source", &format!("mongodb=mongodump:cat {}; exit 1", archive.display())], 2);
+    assert!(e.stderr.contains("exited with status 1"), "{}", e.stderr);
+    assert_eq!(ok(&store, &["--json", "snapshots"]).json()["snapshots"].as_array().unwrap().len(), 1);
+}

@@ -97,7 +97,9 @@ pub struct BackupArgs {
     /// A source as NAME=PATH (a directory or a file), NAME=- (read stdin), NAME=cmd:COMMAND (the
     /// standard output of `sh -c COMMAND`; a non-zero exit or no output fails the run) or
     /// NAME=redis://HOST:PORT[?dir=DATADIR] (BGSAVE, then dump.rdb and the AOF; password from
-    /// $RPGER_REDIS_PASSWORD). Repeatable.
+    /// $RPGER_REDIS_PASSWORD) or NAME=mongodump:COMMAND (COMMAND writes `mongodump --archive` to
+    /// stdout; stored as mongodb_backup/<db>/<collection>.bson + .metadata.json, every CRC
+    /// checked). Repeatable.
     /// Without --source, the config file's [[source]] entries are backed up, its [retention]
     /// applied afterwards and each run logged to LOG_DIR/backup.log.
     #[arg(long = "source", value_name = "NAME=PATH")]

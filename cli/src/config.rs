@@ -51,6 +51,8 @@ pub struct Source {
     /// With `command`: the stored file name (default `stdout`).
     pub file_name: Option<String>,
     pub redis: Option<String>,
+    /// A command writing a mongodump `--archive` to stdout; demultiplexed into collections.
+    pub mongodump: Option<String>,
 }
 
 impl Config {
@@ -60,9 +62,14 @@ impl Config {
             Ok(text) => {
                 let c: Config = toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
                 for s in &c.sources {
-                    let n = [s.path.is_some(), s.command.is_some(), s.redis.is_some()].iter().filter(|x| **x).count();
+                    let n =
+                        [s.path.is_some(), s.command.is_some(), s.redis.is_some(), s.mongodump.is_some()].iter().filter(|x| **x).count();
                     if n != 1 {
-                        bail!("config file {}: [[source]] {:?} needs exactly one of path, command, redis", path.display(), s.name);
+                        bail!(
+                            "config file {}: [[source]] {:?} needs exactly one of path, command, mongodump, redis",
+                            path.display(),
+                            s.name
+                        );
                     }
                 }
                 Ok(c)
@@ -95,6 +102,9 @@ max_repack_ratio = 0.1   # unused bytes left in packs, as a share of the live by
 
 # `rpger-store backup` with no --source backs these up into one snapshot; --only NAME picks one.
 # Each source has a name (restored into TARGET/NAME) and exactly one of:
+#   mongodump = a command writing `mongodump --archive` to stdout: demultiplexed while it streams
+#             into mongodb_backup/<db>/<collection>.bson + .metadata.json (what mongorestore --dir
+#             takes), each collection's CRC checked; a non-zero exit fails the run
 #   path    = a directory or file
 #   command = a shell command whose standard output is stored (file_name = "..."); a non-zero
 #             exit or no output fails the run and nothing is committed
@@ -104,8 +114,7 @@ max_repack_ratio = 0.1   # unused bytes left in packs, as a share of the live by
 [[source]]
 name = "mongodb"
 # Never --gzip (it defeats dedup); one collection at a time keeps the order stable.
-command = "docker exec rpger-mongodb mongodump --archive --numParallelCollections=1"
-file_name = "mongodb.archive"
+mongodump = "docker exec rpger-mongodb mongodump --archive --numParallelCollections=1"
 
 [[source]]
 name = "redis"

@@ -9,6 +9,7 @@ use crate::store::index::Index;
 use crate::store::lock::{self, LockMode};
 use crate::store::{now_ns, Store};
 use rpger_formats::snapshot::{self, Entry, EntryKind, Manifest, Snapshot, SourceRef};
+use rpger_formats::Id;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata};
 use std::io::Read;
@@ -30,6 +31,13 @@ pub enum SourceInput {
     },
     /// A Redis server: `BGSAVE`, then its dump file and AOF (see [`crate::sources::redis`]).
     Redis(crate::sources::redis::RedisSpec),
+    /// `sh -c command` writing a mongodump `--archive` to stdout, demultiplexed while it streams
+    /// into `mongodb_backup/<db>/<collection>.bson` and `.metadata.json`, every namespace's CRC
+    /// checked (see [`crate::sources::mongo`]).
+    MongoDump {
+        /// Shell command line, e.g. `mongodump --archive --numParallelCollections=1`.
+        command: String,
+    },
     /// The standard output of `sh -c command`, streamed (no temp file) into one file named
     /// `file_name`. A non-zero exit, a signal or an empty output fails the source.
     Command {
@@ -115,8 +123,13 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
                 }),
                 SourceInput::Stream { file_name, reader } => backup_stream(feeder, &file_name, reader, "stdin", progress),
                 SourceInput::Command { file_name, command } => backup_command(feeder, &file_name, &command, progress),
+                SourceInput::MongoDump { command } => backup_mongodump(feeder, &command, progress),
             }
-            .map_err(|e| e.context(format!("source {name}")))?;
+            .map_err(|e| {
+                // Bad source data (a cut or corrupt dump) is a failed source, not a damaged store.
+                let e = if e.kind() == ErrorKind::Corrupt { e.with_kind(ErrorKind::InvalidInput) } else { e };
+                e.context(format!("source {name}"))
+            })?;
             walked.push((name, w));
         }
         // Packs and index go first: a manifest must only reference durable chunks. One flush
@@ -286,8 +299,9 @@ fn backup_stream(pipe: &mut Feeder, file_name: &str, reader: Box<dyn Read + Send
     Ok(Walked { manifest: Manifest { entries: vec![entry] }, logical: size, files: vec![(0, slot)], labels: vec![] })
 }
 
-/// Runs `sh -c command` and stores its standard output; gated on the exit status.
-fn backup_command(pipe: &mut Feeder, file_name: &str, command: &str, progress: &dyn Progress) -> Result<Walked> {
+/// Runs `sh -c command`, hands its standard output to `consume`, and fails unless the command
+/// exits 0; the error quotes the tail of its stderr.
+fn run_gated<T>(command: &str, consume: impl FnOnce(std::process::ChildStdout, &str) -> Result<T>) -> Result<T> {
     use std::process::{Command, Stdio};
     let mut child = Command::new("sh")
         .arg("-c")
@@ -307,7 +321,7 @@ fn backup_command(pipe: &mut Feeder, file_name: &str, command: &str, progress: &
         String::from_utf8_lossy(tail).trim().replace('\n', " | ")
     });
     let what = format!("command `{command}`");
-    let res = backup_stream(pipe, file_name, Box::new(stdout), &what, progress);
+    let res = consume(stdout, &what);
     // Whatever happened to the stream, reap the child; a stream error kills it first.
     if res.is_err() {
         let _ = child.kill();
@@ -323,4 +337,92 @@ fn backup_command(pipe: &mut Feeder, file_name: &str, command: &str, progress: &
         return Err(Error::new(ErrorKind::InvalidInput, format!("{what} {how}; nothing is committed{tail}")));
     }
     res
+}
+
+/// Runs `sh -c command` and stores its standard output; gated on the exit status.
+fn backup_command(pipe: &mut Feeder, file_name: &str, command: &str, progress: &dyn Progress) -> Result<Walked> {
+    run_gated(command, |stdout, what| backup_stream(pipe, file_name, Box::new(stdout), what, progress))
+}
+
+/// Runs a mongodump `--archive` command and stores the demultiplexed collections in mongodump's
+/// directory layout under `mongodb_backup/`.
+fn backup_mongodump(pipe: &mut Feeder, command: &str, progress: &dyn Progress) -> Result<Walked> {
+    use crate::pipeline::SlotStream;
+    use crate::sources::mongo::{self, Event};
+    progress.start("backup", None);
+    // path -> (slot, size, hash)
+    let mut done: Vec<(Vec<u8>, usize, u64, Id)> = vec![];
+    let mut labels = vec![];
+    let mut namespaces = 0u64;
+    run_gated(command, |stdout, what| {
+        let mut open: HashMap<(String, String), SlotStream> = HashMap::new();
+        let path = |db: &str, coll: &str, ext: &str| {
+            let mut p = b"mongodb_backup/".to_vec();
+            if !db.is_empty() {
+                p.extend_from_slice(mongo::component(db).as_bytes());
+                p.push(b'/');
+            }
+            p.extend_from_slice(format!("{}{ext}", mongo::component(coll)).as_bytes());
+            p
+        };
+        mongo::demux(stdout, |ev| {
+            match ev {
+                Event::Header(h) => labels.extend(h.into_iter().map(|(k, v)| (format!("archive.{k}"), v))),
+                Event::Metadata { db, collection, json } => {
+                    let mut s = pipe.open_stream();
+                    pipe.stream_write(&mut s, json.as_bytes(), progress)?;
+                    let (slot, size, hash) = pipe.stream_close(s, progress)?;
+                    done.push((path(&db, &collection, ".metadata.json"), slot, size, hash));
+                }
+                Event::Docs { db, collection, bytes } => {
+                    let key = (db, collection);
+                    if !open.contains_key(&key) {
+                        let s = pipe.open_stream();
+                        open.insert(key.clone(), s);
+                    }
+                    let s = open.get_mut(&key).expect("inserted above");
+                    pipe.stream_write(s, &bytes, progress)?;
+                }
+                Event::End { db, collection, .. } => {
+                    let s = match open.remove(&(db.clone(), collection.clone())) {
+                        Some(s) => s,
+                        None => pipe.open_stream(), // an empty collection
+                    };
+                    let (slot, size, hash) = pipe.stream_close(s, progress)?;
+                    done.push((path(&db, &collection, ".bson"), slot, size, hash));
+                    namespaces += 1;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| e.context(what))
+    })?;
+    labels.push(("archive.namespaces".into(), namespaces.to_string()));
+    let now = chrono::Utc::now();
+    let (uid, gid) = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+    let meta = |path: Vec<u8>, mode: u32, kind: EntryKind| Entry {
+        path,
+        mode,
+        uid,
+        gid,
+        mtime_sec: now.timestamp(),
+        mtime_nsec: now.timestamp_subsec_nanos(),
+        kind,
+    };
+    let mut dirs: std::collections::BTreeSet<Vec<u8>> = [b"".to_vec(), b"mongodb_backup".to_vec()].into();
+    for (p, ..) in &done {
+        if let Some(i) = p.iter().rposition(|&c| c == b'/') {
+            dirs.insert(p[..i].to_vec());
+        }
+    }
+    let mut entries: Vec<(Entry, Option<usize>)> = dirs.into_iter().map(|d| (meta(d, 0o755, EntryKind::Dir), None)).collect();
+    let mut logical = 0;
+    for (p, slot, size, hash) in done {
+        logical += size;
+        entries.push((meta(p, 0o644, EntryKind::File { size, chunks: vec![], hash, sparse: false }), Some(slot)));
+    }
+    entries.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    let files = entries.iter().enumerate().filter_map(|(i, (_, s))| s.map(|s| (i, s))).collect();
+    progress.finish();
+    Ok(Walked { manifest: Manifest { entries: entries.into_iter().map(|(e, _)| e).collect() }, logical, files, labels })
 }

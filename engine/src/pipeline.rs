@@ -229,6 +229,40 @@ impl Feeder {
     }
 }
 
+/// Bytes written piecewise into one slot (demultiplexed streams); see [`Feeder::open_stream`].
+pub(crate) struct SlotStream {
+    slot: usize,
+    buf: Vec<u8>,
+    hasher: blake3::Hasher,
+    total: u64,
+}
+
+impl Feeder {
+    /// Starts a file whose bytes arrive in pieces; several may be open at once.
+    pub fn open_stream(&mut self) -> SlotStream {
+        SlotStream { slot: self.new_slot(), buf: Vec::new(), hasher: blake3::Hasher::new(), total: 0 }
+    }
+
+    /// Appends bytes to an open stream; chunks them once a window's worth has gathered.
+    pub fn stream_write(&mut self, s: &mut SlotStream, data: &[u8], progress: &dyn Progress) -> Result<()> {
+        s.buf.extend_from_slice(data);
+        if s.buf.len() >= WINDOW {
+            let buf = Arc::new(Buf::Vec(std::mem::take(&mut s.buf)));
+            let consumed = self.push(buf.clone(), s.slot, false, &mut s.hasher, progress)?;
+            s.total += consumed as u64;
+            s.buf = buf.bytes()[consumed..].to_vec();
+        }
+        Ok(())
+    }
+
+    /// Ends a stream; returns (slot, size, whole-file hash).
+    pub fn stream_close(&mut self, mut s: SlotStream, progress: &dyn Progress) -> Result<(usize, u64, Id)> {
+        let buf = Arc::new(Buf::Vec(std::mem::take(&mut s.buf)));
+        let consumed = self.push(buf, s.slot, true, &mut s.hasher, progress)?;
+        Ok((s.slot, s.total + consumed as u64, Id::from(s.hasher.finalize())))
+    }
+}
+
 #[allow(unsafe_code)]
 fn map_readonly(f: &File, offset: u64, len: usize) -> std::io::Result<Mmap> {
     // SAFETY: the mapping is read-only and private to this process; if another process truncates

@@ -30,6 +30,11 @@ fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
             SourceInput::Stream { file_name: a.stdin_name.clone(), reader: Box::new(std::io::stdin()) }
         } else if path.starts_with("redis://") {
             SourceInput::Redis(RedisSpec::parse(path)?)
+        } else if let Some(command) = path.strip_prefix("mongodump:") {
+            if command.trim().is_empty() {
+                bail!("--source {s:?}: empty command");
+            }
+            SourceInput::MongoDump { command: command.to_string() }
         } else if let Some(command) = path.strip_prefix("cmd:") {
             if command.trim().is_empty() {
                 bail!("--source {s:?}: empty command");
@@ -62,8 +67,10 @@ fn config_sources(cfg: &Config, only: &[String]) -> Result<Vec<SourceSpec>> {
             SourceInput::Command { file_name: s.file_name.clone().unwrap_or_else(|| "stdout".into()), command: c.clone() }
         } else if let Some(r) = &s.redis {
             SourceInput::Redis(RedisSpec::parse(r)?)
+        } else if let Some(c) = &s.mongodump {
+            SourceInput::MongoDump { command: c.clone() }
         } else {
-            bail!("[[source]] {:?} has no path, command or redis", s.name);
+            bail!("[[source]] {:?} has no path, command, mongodump or redis", s.name);
         };
         out.push(SourceSpec { name: s.name.clone(), input });
     }

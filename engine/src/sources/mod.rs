@@ -1,4 +1,5 @@
 //! Database sources: turning a live database into a consistent set of files to back up.
 //! (Files, streams and commands are handled by [`crate::backup`] directly.)
 
+pub mod mongo;
 pub mod redis;

@@ -1,0 +1,191 @@
+//! Just enough BSON (bsonspec.org) to read mongodump's archive headers: walk a document's
+//! elements, decode strings, booleans and integers, and skip every other type by its size.
+//! Never panics on bad bytes.
+
+use crate::DecodeError;
+
+const KIND: &str = "BSON document";
+
+/// A decoded element value (only what archive headers use; the rest is `Other`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    /// UTF-8 string (0x02).
+    Str(&'a str),
+    /// int32 (0x10).
+    I32(i32),
+    /// int64 (0x12).
+    I64(i64),
+    /// boolean (0x08).
+    Bool(bool),
+    /// Any other type, skipped.
+    Other(u8),
+}
+
+fn bad(reason: impl Into<String>) -> DecodeError {
+    DecodeError::Invalid { kind: KIND, reason: reason.into() }
+}
+
+fn i32_at(b: &[u8], at: usize) -> Result<i32, DecodeError> {
+    b.get(at..at + 4).map(|s| i32::from_le_bytes([s[0], s[1], s[2], s[3]])).ok_or_else(|| bad("truncated length"))
+}
+
+fn cstring_end(b: &[u8], from: usize) -> Result<usize, DecodeError> {
+    b.get(from..).and_then(|s| s.iter().position(|&c| c == 0)).map(|p| from + p).ok_or_else(|| bad("unterminated cstring"))
+}
+
+/// The elements of one complete document (`doc` is exactly the document's bytes).
+///
+/// # Errors
+/// [`DecodeError::Invalid`] for a length that disagrees with the bytes, an unknown type, or a
+/// value that runs past the end.
+pub fn elements(doc: &[u8]) -> Result<Vec<(&str, Value<'_>)>, DecodeError> {
+    let len = i32_at(doc, 0)?;
+    if len < 5 || len as usize != doc.len() || doc[doc.len() - 1] != 0 {
+        return Err(bad(format!("document length {len} does not match its {} bytes", doc.len())));
+    }
+    let end = doc.len() - 1;
+    let mut pos = 4;
+    let mut out = vec![];
+    while pos < end {
+        let t = doc[pos];
+        let key_end = cstring_end(doc, pos + 1)?;
+        let key = std::str::from_utf8(&doc[pos + 1..key_end]).map_err(|_| bad("key is not UTF-8"))?;
+        let v = key_end + 1;
+        let string_len = |at: usize| -> Result<usize, DecodeError> {
+            let n = i32_at(doc, at)?;
+            if n < 1 {
+                return Err(bad("negative string length"));
+            }
+            Ok(4 + n as usize)
+        };
+        let embedded = |at: usize| -> Result<usize, DecodeError> {
+            let n = i32_at(doc, at)?;
+            if n < 5 {
+                return Err(bad("bad embedded length"));
+            }
+            Ok(n as usize)
+        };
+        let (size, value) = match t {
+            0x01 | 0x09 | 0x11 => (8, Value::Other(t)),
+            0x02 => {
+                let n = string_len(v)?;
+                let s = doc.get(v + 4..v + n - 1).ok_or_else(|| bad("string runs past the document"))?;
+                if doc.get(v + n - 1) != Some(&0) {
+                    return Err(bad("string not NUL-terminated"));
+                }
+                (n, Value::Str(std::str::from_utf8(s).map_err(|_| bad("string is not UTF-8"))?))
+            }
+            0x0D | 0x0E => (string_len(v)?, Value::Other(t)),
+            0x03 | 0x04 | 0x0F => (embedded(v)?, Value::Other(t)),
+            0x05 => {
+                let n = i32_at(doc, v)?;
+                if n < 0 {
+                    return Err(bad("negative binary length"));
+                }
+                (5 + n as usize, Value::Other(t))
+            }
+            0x06 | 0x0A | 0xFF | 0x7F => (0, Value::Other(t)),
+            0x07 => (12, Value::Other(t)),
+            0x08 => match doc.get(v) {
+                Some(0) => (1, Value::Bool(false)),
+                Some(1) => (1, Value::Bool(true)),
+                _ => return Err(bad("bad boolean")),
+            },
+            0x0B => {
+                let a = cstring_end(doc, v)?;
+                let b = cstring_end(doc, a + 1)?;
+                (b + 1 - v, Value::Other(t))
+            }
+            0x0C => (string_len(v)? + 12, Value::Other(t)),
+            0x10 => (4, Value::I32(i32_at(doc, v)?)),
+            0x12 => {
+                let s = doc.get(v..v + 8).ok_or_else(|| bad("truncated int64"))?;
+                (8, Value::I64(i64::from_le_bytes(s.try_into().map_err(|_| bad("truncated int64"))?)))
+            }
+            0x13 => (16, Value::Other(t)),
+            _ => return Err(bad(format!("unknown element type 0x{t:02x}"))),
+        };
+        let next = v.checked_add(size).filter(|&n| n <= end).ok_or_else(|| bad(format!("element {key:?} runs past the document")))?;
+        out.push((key, value));
+        pos = next;
+    }
+    Ok(out)
+}
+
+/// The string field `key` of a document, if present.
+pub fn get_str<'a>(fields: &[(&str, Value<'a>)], key: &str) -> Option<&'a str> {
+    fields.iter().find_map(|(k, v)| match v {
+        Value::Str(s) if *k == key => Some(*s),
+        _ => None,
+    })
+}
+
+/// The integer field `key` (int32 or int64), if present.
+pub fn get_int(fields: &[(&str, Value<'_>)], key: &str) -> Option<i64> {
+    fields.iter().find_map(|(k, v)| match v {
+        Value::I32(i) if *k == key => Some(*i as i64),
+        Value::I64(i) if *k == key => Some(*i),
+        _ => None,
+    })
+}
+
+/// The boolean field `key`, if present.
+pub fn get_bool(fields: &[(&str, Value<'_>)], key: &str) -> Option<bool> {
+    fields.iter().find_map(|(k, v)| match v {
+        Value::Bool(b) if *k == key => Some(*b),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn doc() -> Vec<u8> {
+        // {"db": "test", "EOF": true, "CRC": int64 -2, "n": int32 7, "o": {}}
+        let mut b = vec![];
+        b.push(0x02);
+        b.extend_from_slice(b"db\0");
+        b.extend_from_slice(&5i32.to_le_bytes());
+        b.extend_from_slice(b"test\0");
+        b.push(0x08);
+        b.extend_from_slice(b"EOF\0\x01");
+        b.push(0x12);
+        b.extend_from_slice(b"CRC\0");
+        b.extend_from_slice(&(-2i64).to_le_bytes());
+        b.push(0x10);
+        b.extend_from_slice(b"n\0");
+        b.extend_from_slice(&7i32.to_le_bytes());
+        b.push(0x03);
+        b.extend_from_slice(b"o\0");
+        b.extend_from_slice(&5i32.to_le_bytes());
+        b.push(0);
+        let mut d = ((b.len() + 5) as i32).to_le_bytes().to_vec();
+        d.extend_from_slice(&b);
+        d.push(0);
+        d
+    }
+
+    #[test]
+    fn reads_fields() {
+        let d = doc();
+        let f = elements(&d).unwrap();
+        assert_eq!(get_str(&f, "db"), Some("test"));
+        assert_eq!(get_bool(&f, "EOF"), Some(true));
+        assert_eq!(get_int(&f, "CRC"), Some(-2));
+        assert_eq!(get_int(&f, "n"), Some(7));
+        assert_eq!(f.len(), 5);
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_and_corruption_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), at in 0usize..60, x in any::<u8>()) {
+            let _ = elements(&bytes);
+            let mut d = doc();
+            let i = at % d.len();
+            d[i] = x;
+            let _ = elements(&d);
+        }
+    }
+}

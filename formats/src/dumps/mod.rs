@@ -1,0 +1,3 @@
+//! Pure readers of database dump formats.
+
+pub mod bson;
