@@ -88,8 +88,7 @@ pub fn demux(mut r: impl Read, mut on: impl FnMut(Event) -> Result<()>) -> Resul
     }
     static CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
     let mut open: HashMap<(String, String), Ns> = HashMap::new();
-    loop {
-        let Some(h) = read_doc_or_end(&mut r)? else { break };
+    while let Some(h) = read_doc_or_end(&mut r)? {
         let f = bson::elements(&h).map_err(|e| corrupt(format!("namespace header: {e}")))?;
         let db = bson::get_str(&f, "db").unwrap_or_default().to_string();
         let coll = bson::get_str(&f, "collection").ok_or_else(|| corrupt("namespace header without a collection".into()))?.to_string();
