@@ -179,3 +179,25 @@ pub fn count_files(dir: &Path) -> usize {
     }
     n
 }
+
+/// Names of the store's snapshots, oldest first.
+pub fn snapshot_names(store: &Path) -> Vec<String> {
+    ok(store, &["--json", "snapshots"]).json()["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Restores snapshot `name` into a scratch dir under `work` and compares its mongodb, redis and
+/// chroma sources field by field with the night they were taken from.
+pub fn restores_exactly(store: &Path, work: &Path, name: &str, night: &Path) {
+    let target = work.join(format!("check-{name}"));
+    let _ = fs::remove_dir_all(&target);
+    ok(store, &["restore", name, target.to_str().unwrap()]);
+    for s in ["mongodb", "redis", "chroma"] {
+        assert_same_tree(&night.join(s), &target.join(s));
+    }
+    fs::remove_dir_all(&target).unwrap();
+}

@@ -15,22 +15,8 @@ fn sources(dir: &Path) -> Vec<String> {
 /// Restores `names` and compares each with the night it was taken from.
 fn check(store: &Path, t: &Path, names: &[(String, PathBuf)]) {
     for (name, night) in names {
-        let target = t.join(format!("check-{name}"));
-        ok(store, &["restore", name, target.to_str().unwrap()]);
-        for src in ["mongodb", "redis", "chroma"] {
-            assert_same_tree(&night.join(src), &target.join(src));
-        }
-        std::fs::remove_dir_all(&target).unwrap();
+        restores_exactly(store, t, name, night);
     }
-}
-
-fn snapshot_names(store: &Path) -> Vec<String> {
-    ok(store, &["--json", "snapshots"]).json()["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]

@@ -20,27 +20,8 @@ fn backup_night(store: &Path, night: &Path, time: &str) -> String {
     ok(store, &args).json()["snapshot"].as_str().unwrap().to_string()
 }
 
-fn snapshot_names(store: &Path) -> Vec<String> {
-    ok(store, &["--json", "snapshots"]).json()["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn store_bytes(store: &Path) -> u64 {
     ok(store, &["--json", "stats"]).json()["store_bytes"].as_u64().unwrap()
-}
-
-fn restores_exactly(store: &Path, work: &Path, name: &str, night: &Path) {
-    let target = work.join(format!("check-{name}"));
-    let _ = fs::remove_dir_all(&target);
-    ok(store, &["restore", name, target.to_str().unwrap()]);
-    for s in ["mongodb", "redis", "chroma"] {
-        assert_same_tree(&night.join(s), &target.join(s));
-    }
-    fs::remove_dir_all(&target).unwrap();
 }
 
 fn copy_dir(from: &Path, to: &Path) {

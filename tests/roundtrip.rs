@@ -116,6 +116,7 @@ fn single_file_and_stdin_sources() {
     let target = t.path().join("r");
     ok(&store, &["restore", "latest", target.to_str().unwrap(), "--only", "mongodb"]);
     assert_eq!(fs::read(target.join("mongodb/mongodb.archive")).unwrap(), data);
+    assert_eq!(fs::metadata(target.join("mongodb")).unwrap().permissions().mode() & 0o7777, 0o755);
     assert!(!target.join("redis").exists(), "--only restored another source");
     let target2 = t.path().join("r2");
     ok(&store, &["restore", "latest", target2.to_str().unwrap()]);

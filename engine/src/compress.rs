@@ -29,27 +29,9 @@ pub fn compress(data: &[u8], level: i32) -> (Encoding, Vec<u8>) {
 /// # Errors
 /// [`ErrorKind::Corrupt`] when the blob does not decode to `raw_len` bytes.
 pub fn decompress(encoding: Encoding, stored: &[u8], raw_len: usize) -> Result<Vec<u8>> {
-    match encoding {
-        Encoding::Raw if stored.len() == raw_len => Ok(stored.to_vec()),
-        Encoding::Raw => Err(Error::new(ErrorKind::Corrupt, format!("raw blob is {} bytes, expected {raw_len}", stored.len()))),
-        Encoding::Zstd => {
-            let r = DECOMPRESSOR.with(|d| {
-                let mut d = d.borrow_mut();
-                if d.is_none() {
-                    *d = zstd::bulk::Decompressor::new().ok();
-                }
-                match d.as_mut() {
-                    Some(d) => d.decompress(stored, raw_len).map_err(|e| e.to_string()),
-                    None => Err("cannot create a zstd decompressor".into()),
-                }
-            });
-            match r {
-                Ok(v) if v.len() == raw_len => Ok(v),
-                Ok(v) => Err(Error::new(ErrorKind::Corrupt, format!("blob decompressed to {} bytes, expected {raw_len}", v.len()))),
-                Err(e) => Err(Error::with_cause(ErrorKind::Corrupt, "blob does not decompress", e)),
-            }
-        }
-    }
+    let mut out = Vec::new();
+    decompress_into(encoding, stored, raw_len, &mut out)?;
+    Ok(out)
 }
 
 /// Like [`decompress`] but into `out` (cleared first), so hot loops can reuse one buffer.

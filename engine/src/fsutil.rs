@@ -19,18 +19,28 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).at("fsync directory", dir)
 }
 
-/// Writes `bytes` to `dest` atomically: write to a temp file in `tmp_dir`, fsync, rename,
-/// fsync the destination directory. `dest`'s parent must exist.
-pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(tmp_dir, "write");
+/// Writes `bytes` to a new temp file in `tmp_dir` and fsyncs it.
+fn write_tmp(tmp_dir: &Path, what: &str, bytes: &[u8]) -> Result<PathBuf> {
+    let tmp = tmp_path(tmp_dir, what);
     let res = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).at("create", &tmp)?;
         f.write_all(bytes).at("write", &tmp)?;
-        f.sync_all().at("fsync", &tmp)?;
-        drop(f);
-        fs::rename(&tmp, dest).at("rename into place", dest)?;
-        fsync_dir(dest.parent().unwrap_or(Path::new(".")))
+        f.sync_all().at("fsync", &tmp)
     })();
+    match res {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Writes `bytes` to `dest` atomically: write to a temp file in `tmp_dir`, fsync, rename,
+/// fsync the destination directory. `dest`'s parent must exist.
+pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = write_tmp(tmp_dir, "write", bytes)?;
+    let res = fs::rename(&tmp, dest).at("rename into place", dest).and_then(|_| fsync_dir(dest.parent().unwrap_or(Path::new("."))));
     if res.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -40,21 +50,12 @@ pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<
 /// Like [`write_atomic`] but never replaces an existing `dest`: returns `Ok(false)` when it
 /// already exists. Uses link(2), which fails atomically if the name is taken.
 pub(crate) fn write_new(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<bool> {
-    let tmp = tmp_path(tmp_dir, "new");
-    let res = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).at("create", &tmp)?;
-        f.write_all(bytes).at("write", &tmp)?;
-        f.sync_all().at("fsync", &tmp)?;
-        drop(f);
-        match fs::hard_link(&tmp, dest) {
-            Ok(()) => {
-                fsync_dir(dest.parent().unwrap_or(Path::new(".")))?;
-                Ok(true)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(crate::Error::io("link into place", dest, e)),
-        }
-    })();
+    let tmp = write_tmp(tmp_dir, "new", bytes)?;
+    let res = match fs::hard_link(&tmp, dest) {
+        Ok(()) => fsync_dir(dest.parent().unwrap_or(Path::new("."))).map(|_| true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(crate::Error::io("link into place", dest, e)),
+    };
     let _ = fs::remove_file(&tmp);
     res
 }

@@ -100,6 +100,11 @@ pub fn restore(store: &Store, opts: &RestoreOptions, progress: &dyn Progress) ->
         let ctx = Ctx { index: &index, reader: &reader, overwrite: opts.overwrite, is_root, dest: &dest, progress };
         make_dir(target_fd.as_fd(), src.name.as_bytes(), opts.overwrite, &dest)?;
         let root = open_dir(target_fd.as_fd(), src.name.as_bytes(), &dest)?;
+        // A source of one file (a file, stdin, a command) has no root entry of its own: its
+        // directory gets the usual 0755 instead of the 0700 it is filled with.
+        if manifest.entries.first().is_none_or(|e| !e.path.is_empty()) {
+            rustix::fs::fchmod(&root, Mode::from_raw_mode(0o755)).at("set mode of", &dest)?;
+        }
         let errs = restore_tree(&ctx, root.as_fd(), &manifest.entries, &mut report);
         report.failures.extend(errs.into_iter().map(|e| format!("{} {}/{e}", snap.name, src.name)));
         report.sources.push(src.name.clone());

@@ -197,17 +197,8 @@ impl PackReader {
     /// [`ErrorKind::Missing`] for a missing pack, [`ErrorKind::Corrupt`] for a blob that is short,
     /// does not decompress or does not hash to `id`; the message names chunk and pack.
     pub fn read_chunk(&self, id: &Id, loc: &Location) -> Result<Vec<u8>> {
-        let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
-        let f = self.file(&loc.pack).map_err(|e| e.context(what()))?;
-        let mut stored = vec![0u8; loc.len as usize];
-        f.read_exact_at(&mut stored, loc.offset as u64).map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::UnexpectedEof { ErrorKind::Corrupt } else { ErrorKind::Io };
-            Error::with_cause(kind, format!("{} (pack file {})", what(), self.store.pack_path(&loc.pack).display()), e)
-        })?;
-        let raw = compress::decompress(loc.encoding, &stored, loc.raw_len as usize).map_err(|e| e.context(what()))?;
-        if Id::of(&raw) != *id {
-            return Err(Error::new(ErrorKind::Corrupt, format!("{}: content does not match its hash", what())));
-        }
-        Ok(raw)
+        let (mut stored, mut out) = (Vec::new(), Vec::new());
+        self.read_chunk_into(id, loc, &mut stored, &mut out, true)?;
+        Ok(out)
     }
 }
