@@ -193,3 +193,68 @@ fn a_real_mongodump_archive_is_stored_as_mongodumps_directory_layout() {
     assert!(e.stderr.contains("exited with status 1"), "{}", e.stderr);
     assert_eq!(ok(&store, &["--json", "snapshots"]).json()["snapshots"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn a_frozen_source_stops_its_writer_while_read_and_always_resumes_it() {
+    use rpger_engine::sources::freeze::process_state;
+    use std::time::{Duration, Instant};
+    let t = tempfile::tempdir().unwrap();
+    let store = init_store(t.path());
+    let dir = t.path().join("chroma");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("chroma.sqlite3"), noise(11, 200 << 20)).unwrap();
+    let mut writer = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("while :; do echo x >> {}/writer.log; sleep 0.005; done", dir.display()))
+        .spawn()
+        .unwrap();
+    let pid = writer.id() as i32;
+    let running = |pid: i32| {
+        let t0 = Instant::now();
+        while process_state(pid) == Some('T') {
+            if t0.elapsed() > Duration::from_secs(5) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    };
+    let spec = format!("chroma=frozen:{}?pid={pid}", dir.display());
+    // 1. a normal run: stopped while read, running afterwards, the data restores
+    let mut child = bin()
+        .args(["--store", store.to_str().unwrap(), "--threads", "1", "backup", "--source", &spec])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut seen_stopped = false;
+    while t0.elapsed() < Duration::from_secs(20) && child.try_wait().unwrap().is_none() {
+        seen_stopped |= process_state(pid) == Some('T');
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(seen_stopped, "the writer was never seen stopped during the backup");
+    assert!(running(pid), "the writer was left stopped after a successful backup");
+    // 2. rpger-store killed (SIGKILL) and interrupted (Ctrl-C) while the writer is stopped
+    for sig in [rustix::process::Signal::KILL, rustix::process::Signal::INT] {
+        let mut child = bin()
+            .args(["--store", store.to_str().unwrap(), "--threads", "1", "backup", "--source", &spec])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while process_state(pid) != Some('T') && t0.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(process_state(pid), Some('T'), "never saw the writer stopped");
+        rustix::process::kill_process(rustix::process::Pid::from_raw(child.id() as i32).unwrap(), sig).unwrap();
+        assert!(!child.wait().unwrap().success());
+        assert!(running(pid), "the writer stayed stopped after rpger-store got {sig:?}");
+    }
+    // 3. no such process: a clear error, nothing committed
+    let r = fails(&store, &["backup", "--source", &format!("chroma=frozen:{}?pid=999999", dir.display())], 2);
+    assert!(r.stderr.contains("cannot signal process 999999"), "{}", r.stderr);
+    assert_eq!(ok(&store, &["--json", "snapshots"]).json()["snapshots"].as_array().unwrap().len(), 1);
+    let _ = writer.kill();
+    let _ = writer.wait();
+}

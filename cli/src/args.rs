@@ -99,7 +99,8 @@ pub struct BackupArgs {
     /// NAME=redis://HOST:PORT[?dir=DATADIR] (BGSAVE, then dump.rdb and the AOF; password from
     /// $RPGER_REDIS_PASSWORD) or NAME=mongodump:COMMAND (COMMAND writes `mongodump --archive` to
     /// stdout; stored as mongodb_backup/<db>/<collection>.bson + .metadata.json, every CRC
-    /// checked). Repeatable.
+    /// checked) or NAME=frozen:DIR?pid=N|pidfile=PATH (the process is stopped while DIR is read,
+    /// and always resumed). Repeatable.
     /// Without --source, the config file's [[source]] entries are backed up, its [retention]
     /// applied afterwards and each run logged to LOG_DIR/backup.log.
     #[arg(long = "source", value_name = "NAME=PATH")]

@@ -53,6 +53,8 @@ pub struct Source {
     pub redis: Option<String>,
     /// A command writing a mongodump `--archive` to stdout; demultiplexed into collections.
     pub mongodump: Option<String>,
+    /// `DIR?pid=N` or `DIR?pidfile=PATH`: the writer is stopped while DIR is read.
+    pub frozen: Option<String>,
 }
 
 impl Config {
@@ -62,11 +64,13 @@ impl Config {
             Ok(text) => {
                 let c: Config = toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
                 for s in &c.sources {
-                    let n =
-                        [s.path.is_some(), s.command.is_some(), s.redis.is_some(), s.mongodump.is_some()].iter().filter(|x| **x).count();
+                    let n = [s.path.is_some(), s.command.is_some(), s.redis.is_some(), s.mongodump.is_some(), s.frozen.is_some()]
+                        .iter()
+                        .filter(|x| **x)
+                        .count();
                     if n != 1 {
                         bail!(
-                            "config file {}: [[source]] {:?} needs exactly one of path, command, mongodump, redis",
+                            "config file {}: [[source]] {:?} needs exactly one of path, command, mongodump, frozen, redis",
                             path.display(),
                             s.name
                         );
@@ -105,6 +109,8 @@ max_repack_ratio = 0.1   # unused bytes left in packs, as a share of the live by
 #   mongodump = a command writing `mongodump --archive` to stdout: demultiplexed while it streams
 #             into mongodb_backup/<db>/<collection>.bson + .metadata.json (what mongorestore --dir
 #             takes), each collection's CRC checked; a non-zero exit fails the run
+#   frozen  = "DIR?pidfile=PATH" (or ?pid=N): the writing process is stopped (SIGSTOP) while DIR
+#             is read and resumed on every path, even if rpger-store is killed
 #   path    = a directory or file
 #   command = a shell command whose standard output is stored (file_name = "..."); a non-zero
 #             exit or no output fails the run and nothing is committed
@@ -122,8 +128,8 @@ redis = "redis://127.0.0.1:6379?dir=/data2/rpger/redis"
 
 [[source]]
 name = "chroma"
-# Stop writers while this is read (Chroma's SQLite and HNSW files form one state).
-path = "/data2/rpger/chroma"
+# Chroma's SQLite file and HNSW segments form one state: stop the server while they are read.
+frozen = "/data2/rpger/chroma?pidfile=/run/chroma.pid"
 "#;
 
 #[cfg(test)]

@@ -31,6 +31,14 @@ pub enum SourceInput {
     },
     /// A Redis server: `BGSAVE`, then its dump file and AOF (see [`crate::sources::redis`]).
     Redis(crate::sources::redis::RedisSpec),
+    /// A directory whose writer is stopped (SIGSTOP) while it is read and always resumed
+    /// afterwards (Chroma: its SQLite file and HNSW segments form one state).
+    Frozen {
+        /// The data directory.
+        path: PathBuf,
+        /// The writer's process id.
+        pid: i32,
+    },
     /// `sh -c command` writing a mongodump `--archive` to stdout, demultiplexed while it streams
     /// into `mongodb_backup/<db>/<collection>.bson` and `.metadata.json`, every namespace's CRC
     /// checked (see [`crate::sources::mongo`]).
@@ -124,6 +132,15 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
                 SourceInput::Stream { file_name, reader } => backup_stream(feeder, &file_name, reader, "stdin", progress),
                 SourceInput::Command { file_name, command } => backup_command(feeder, &file_name, &command, progress),
                 SourceInput::MongoDump { command } => backup_mongodump(feeder, &command, progress),
+                SourceInput::Frozen { path, pid } => {
+                    if !path.is_dir() {
+                        Err(Error::new(ErrorKind::Missing, format!("data directory {} does not exist", path.display())))
+                    } else {
+                        let _frozen = crate::sources::freeze::freeze(pid)?;
+                        // Dropped when this block ends, on success and on error alike.
+                        backup_path(feeder, &path, None, &mut skipped, progress)
+                    }
+                }
             }
             .map_err(|e| {
                 // Bad source data (a cut or corrupt dump) is a failed source, not a damaged store.

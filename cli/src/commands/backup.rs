@@ -30,6 +30,8 @@ fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
             SourceInput::Stream { file_name: a.stdin_name.clone(), reader: Box::new(std::io::stdin()) }
         } else if path.starts_with("redis://") {
             SourceInput::Redis(RedisSpec::parse(path)?)
+        } else if let Some(rest) = path.strip_prefix("frozen:") {
+            SourceInput::Frozen { path: frozen_dir(rest)?, pid: frozen_pid(rest)? }
         } else if let Some(command) = path.strip_prefix("mongodump:") {
             if command.trim().is_empty() {
                 bail!("--source {s:?}: empty command");
@@ -51,6 +53,27 @@ fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
     Ok(out)
 }
 
+/// `DIR?pid=N` or `DIR?pidfile=PATH` of a `frozen:` source.
+fn frozen_parts(spec: &str) -> Result<(&str, &str, &str)> {
+    let (dir, q) = spec.split_once('?').ok_or_else(|| anyhow!("frozen:{spec}: expected frozen:DIR?pid=N or frozen:DIR?pidfile=PATH"))?;
+    let (k, v) = q.split_once('=').ok_or_else(|| anyhow!("frozen:{spec}: expected pid=N or pidfile=PATH after '?'"))?;
+    Ok((dir, k, v))
+}
+
+fn frozen_dir(spec: &str) -> Result<std::path::PathBuf> {
+    Ok(frozen_parts(spec)?.0.into())
+}
+
+fn frozen_pid(spec: &str) -> Result<i32> {
+    let (_, k, v) = frozen_parts(spec)?;
+    let text = match k {
+        "pid" => v.to_string(),
+        "pidfile" => std::fs::read_to_string(v).map_err(|e| anyhow!("frozen source: cannot read pid file {v}: {e}"))?,
+        _ => bail!("frozen:{spec}: unknown option {k} (use pid= or pidfile=)"),
+    };
+    text.trim().parse().map_err(|_| anyhow!("frozen:{spec}: {text:?} is not a process id"))
+}
+
 /// The config's `[[source]]` entries (those named by --only, when given).
 fn config_sources(cfg: &Config, only: &[String]) -> Result<Vec<SourceSpec>> {
     for o in only {
@@ -69,8 +92,10 @@ fn config_sources(cfg: &Config, only: &[String]) -> Result<Vec<SourceSpec>> {
             SourceInput::Redis(RedisSpec::parse(r)?)
         } else if let Some(c) = &s.mongodump {
             SourceInput::MongoDump { command: c.clone() }
+        } else if let Some(f) = &s.frozen {
+            SourceInput::Frozen { path: frozen_dir(f)?, pid: frozen_pid(f)? }
         } else {
-            bail!("[[source]] {:?} has no path, command, mongodump or redis", s.name);
+            bail!("[[source]] {:?} has no path, command, mongodump, frozen or redis", s.name);
         };
         out.push(SourceSpec { name: s.name.clone(), input });
     }
