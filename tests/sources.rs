@@ -258,3 +258,44 @@ fn a_frozen_source_stops_its_writer_while_read_and_always_resumes_it() {
     let _ = writer.kill();
     let _ = writer.wait();
 }
+
+#[test]
+fn allow_partial_commits_what_succeeded_marks_it_and_exits_1() {
+    let t = tempfile::tempdir().unwrap();
+    let store = init_store(t.path());
+    let good = t.path().join("good");
+    fs::create_dir(&good).unwrap();
+    fs::write(good.join("f"), b"fine").unwrap();
+    let args = |extra: &[&str]| {
+        let mut a = vec!["--json".to_string(), "backup".into(), "--source".into(), format!("chroma={}", good.display())];
+        a.extend(["--source".to_string(), "mongodb=cmd:echo half; exit 4".to_string()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    // by default nothing is committed
+    let r = run(&store, &args(&[]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(snapshot_names(&store).is_empty());
+    // with --allow-partial the good source is committed, the snapshot says what failed, exit 1
+    let r = run(&store, &args(&["--allow-partial"]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("exited with status 4") && r.stderr.contains("PARTIAL"), "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["partial"], true);
+    let snaps = ok(&store, &["--json", "snapshots"]).json();
+    let s = &snaps["snapshots"][0];
+    assert_eq!(s["sources"].as_array().unwrap().len(), 1);
+    assert!(s["labels"]["partial"].as_str().unwrap().contains("mongodb"), "{s}");
+    let target = t.path().join("r");
+    ok(&store, &["restore", "latest", target.to_str().unwrap()]);
+    assert_eq!(fs::read(target.join("chroma/f")).unwrap(), b"fine");
+    // a later complete run supersedes the partial one in retention (same intended sources)
+    let r = run(&store, &["backup", "--source", &format!("chroma={}", good.display()), "--source", "mongodb=cmd:echo whole"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let f = ok(&store, &["--json", "forget", "--keep-last", "1"]).json();
+    assert_eq!(f["removed"].as_array().unwrap().len(), 1, "{f}");
+    assert_eq!(snapshot_names(&store).len(), 1);
+    // every source failing is still a plain failure
+    let r = fails(&store, &["backup", "--allow-partial", "--source", "mongodb=cmd:exit 3"], 2);
+    assert!(r.stderr.contains("every source failed"), "{}", r.stderr);
+}

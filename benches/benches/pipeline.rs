@@ -58,7 +58,14 @@ fn end_to_end(c: &mut Criterion) {
                     .iter()
                     .map(|n| SourceSpec { name: n.to_string(), input: SourceInput::Path(src.path().join(n)) })
                     .collect();
-                let opts = BackupOptions { sources, local_time: false, time_unix_ns: None, labels: vec![], lock_wait: Duration::ZERO };
+                let opts = BackupOptions {
+                    sources,
+                    local_time: false,
+                    time_unix_ns: None,
+                    labels: vec![],
+                    lock_wait: Duration::ZERO,
+                    allow_partial: false,
+                };
                 backup::backup(&store, opts, &NoProgress).unwrap();
             },
         )

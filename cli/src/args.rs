@@ -7,7 +7,8 @@ use std::path::PathBuf;
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0    success
-  1    damage found: stored data is corrupt or missing (a restore wrote everything else)
+  1    finished with problems: damage found (a restore wrote everything else), or a partial
+       backup (--allow-partial) committed without its failed sources
   2    could not run: bad arguments, not a store, missing source, I/O error
   3    the store is locked by another process (its holder is named)
   130  interrupted";
@@ -108,6 +109,10 @@ pub struct BackupArgs {
     /// With configured sources: back up only this one (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
+    /// When a source fails, still commit the others; the snapshot is marked partial, never counts
+    /// toward retention, and the run exits 1.
+    #[arg(long)]
+    pub allow_partial: bool,
     /// Skip the check that the store's filesystem has room for the expected new data.
     #[arg(long)]
     pub no_space_check: bool,

@@ -77,6 +77,9 @@ pub struct BackupOptions {
     pub labels: Vec<(String, String)>,
     /// How long to wait for a conflicting lock.
     pub lock_wait: Duration,
+    /// Commit the sources that succeeded when others fail; the snapshot is then labelled
+    /// `partial` (and never counts toward retention).
+    pub allow_partial: bool,
 }
 
 /// What a backup did.
@@ -94,6 +97,8 @@ pub struct BackupReport {
     pub packs: u64,
     /// Paths not stored (sockets, devices, fifos inside a tree), with the reason.
     pub skipped: Vec<String>,
+    /// With `allow_partial`: the sources that failed and why (empty otherwise).
+    pub failed: Vec<(String, String)>,
 }
 
 /// Runs a backup and commits one snapshot holding every source.
@@ -117,9 +122,11 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
     let (index, _damaged) = Index::load_lenient(store)?;
     let mut specs = opts.sources;
     specs.sort_by(|a, b| a.name.cmp(&b.name));
-    let ((sources, skipped, bytes_read, source_labels), stats) = pipeline::run(store, index, |feeder| {
+    let allow_partial = opts.allow_partial;
+    let ((sources, skipped, bytes_read, source_labels, failed), stats) = pipeline::run(store, index, |feeder| {
         let mut skipped = vec![];
         let mut walked = vec![];
+        let mut failed: Vec<(String, String)> = vec![];
         for spec in specs {
             let name = spec.name.clone();
             let w = match spec.input {
@@ -146,8 +153,16 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
                 // Bad source data (a cut or corrupt dump) is a failed source, not a damaged store.
                 let e = if e.kind() == ErrorKind::Corrupt { e.with_kind(ErrorKind::InvalidInput) } else { e };
                 e.context(format!("source {name}"))
-            })?;
-            walked.push((name, w));
+            });
+            match w {
+                Ok(w) => walked.push((name, w)),
+                Err(e) if allow_partial => failed.push((name, e.to_string())),
+                Err(e) => return Err(e),
+            }
+        }
+        if walked.is_empty() {
+            let why: Vec<String> = failed.iter().map(|(_, e)| e.clone()).collect();
+            return Err(Error::new(ErrorKind::InvalidInput, format!("every source failed; nothing is committed: {}", why.join("; "))));
         }
         // Packs and index go first: a manifest must only reference durable chunks. One flush
         // for all sources keeps small sources from closing small packs.
@@ -165,7 +180,12 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
             let id = store.write_manifest(&manifest)?;
             sources.push(SourceRef { name, manifest: id, logical_bytes: logical, entries: manifest.entries.len() as u64 });
         }
-        Ok((sources, skipped, feeder.bytes_read, source_labels))
+        if !failed.is_empty() {
+            let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+            source_labels.push(("partial".into(), format!("failed sources: {}", names.join(","))));
+            source_labels.extend(failed.iter().map(|(n, e)| (format!("{n}.error"), e.clone())));
+        }
+        Ok((sources, skipped, feeder.bytes_read, source_labels, failed))
     })?;
     let time = chrono::DateTime::from_timestamp_nanos(start_ns);
     let name = if opts.local_time {
@@ -187,7 +207,7 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
         labels,
     };
     let snapshot = store.commit_snapshot(snap)?;
-    Ok(BackupReport { snapshot, bytes_read, chunks: stats.chunks, new_chunks: stats.new_chunks, packs: stats.packs, skipped })
+    Ok(BackupReport { snapshot, bytes_read, chunks: stats.chunks, new_chunks: stats.new_chunks, packs: stats.packs, skipped, failed })
 }
 
 fn meta_entry(path: Vec<u8>, md: &Metadata, kind: EntryKind) -> Entry {

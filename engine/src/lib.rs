@@ -10,7 +10,7 @@
 //! let store = Store::init(std::path::Path::new("/tmp/store"), InitOptions::default())?;
 //! let opts = backup::BackupOptions {
 //!     sources: vec![backup::SourceSpec { name: "redis".into(), input: backup::SourceInput::Path("/data/redis".into()) }],
-//!     local_time: false, time_unix_ns: None, labels: vec![], lock_wait: std::time::Duration::ZERO,
+//!     local_time: false, time_unix_ns: None, labels: vec![], lock_wait: std::time::Duration::ZERO, allow_partial: false,
 //! };
 //! let report = backup::backup(&store, opts, &NoProgress)?;
 //! println!("snapshot {}", report.snapshot.name);

@@ -177,6 +177,7 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
             time_unix_ns: a.time.as_deref().map(parse_time).transpose().map_err(|e| anyhow!("--time: {e}"))?,
             labels,
             lock_wait: parse_duration(&a.lock_wait).map_err(|e| anyhow!("--lock-wait: {e}"))?,
+            allow_partial: a.allow_partial,
         };
         Ok(backup::backup(&store, opts, &Bar::new(cli.json))?)
     })();
@@ -191,8 +192,13 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
     for src in &s.sources {
         log(&format!("backup source {}: {} bytes in {} entries", src.name, src.logical_bytes, src.entries));
     }
+    for (name, e) in &r.failed {
+        log(&format!("backup source {name} FAILED: {e}"));
+        eprintln!("rpger-store: error: {e}");
+    }
     log(&format!(
-        "backup ok snapshot={} read={} new_stored={} duration={:.1}s",
+        "backup {} snapshot={} read={} new_stored={} duration={:.1}s",
+        if r.failed.is_empty() { "ok" } else { "PARTIAL" },
         s.name,
         r.bytes_read,
         s.new_stored_bytes,
@@ -211,6 +217,7 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
             "bytes_read": r.bytes_read, "chunks": r.chunks, "new_chunks": r.new_chunks,
             "new_raw_bytes": s.new_raw_bytes, "new_stored_bytes": s.new_stored_bytes, "packs": r.packs,
             "skipped": r.skipped, "retention": retention_json,
+            "partial": !r.failed.is_empty(), "failed": r.failed.iter().map(|(n, e)| json!({"source": n, "error": e})).collect::<Vec<_>>(),
         }));
     } else {
         for sk in &r.skipped {
@@ -225,6 +232,10 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
             output::bytes(s.new_stored_bytes),
             output::bytes(s.new_raw_bytes)
         );
+    }
+    if !r.failed.is_empty() {
+        eprintln!("rpger-store: error: snapshot {} is PARTIAL: {} source(s) failed (see above)", s.name, r.failed.len());
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

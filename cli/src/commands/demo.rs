@@ -60,7 +60,14 @@ pub fn run(cli: &Cli, a: &DemoArgs) -> Result<ExitCode> {
             .map(|s| SourceSpec { name: s.to_string(), input: SourceInput::Path(nd.join(s)) })
             .collect();
         let t = Instant::now();
-        let opts = BackupOptions { sources, local_time: false, time_unix_ns: None, labels: vec![], lock_wait: Duration::ZERO };
+        let opts = BackupOptions {
+            sources,
+            local_time: false,
+            time_unix_ns: None,
+            labels: vec![],
+            lock_wait: Duration::ZERO,
+            allow_partial: false,
+        };
         let r = backup::backup(&store, opts, &bar)?;
         let secs = t.elapsed().as_secs_f64();
         if !cli.json {

@@ -31,6 +31,7 @@ pub fn run(cli: &Cli, a: &ImportArgs) -> Result<ExitCode> {
             time_unix_ns: Some(f.time_unix_ns),
             labels: vec![("imported_from".into(), f.path.display().to_string())],
             lock_wait: Duration::ZERO,
+            allow_partial: false,
         };
         let r = backup::backup(&store, opts, &bar).map_err(|e| e.context(format!("importing {}", f.path.display())))?;
         if !cli.json {

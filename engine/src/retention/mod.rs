@@ -22,9 +22,14 @@ pub fn forget(store: &Store, policy: &Policy, dry_run: bool, lock_wait: Duration
     let mut infos = vec![];
     for name in store.list_snapshots()? {
         let s = store.read_snapshot(&name).map_err(|e| e.context("forget refuses to run while a snapshot is unreadable"))?;
-        let mut sources: Vec<String> = s.sources.iter().map(|x| x.name.clone()).collect();
+        let partial = s.labels.iter().any(|(k, _)| k == "partial");
+        // A partial snapshot belongs to the group of the sources it was meant to have, so a newer
+        // complete one supersedes it.
+        let failed = s.labels.iter().filter_map(|(k, _)| k.strip_suffix(".error")).map(String::from);
+        let mut sources: Vec<String> = s.sources.iter().map(|x| x.name.clone()).chain(failed).collect();
         sources.sort();
-        infos.push(SnapInfo { name, time: chrono::DateTime::from_timestamp_nanos(s.time_unix_ns), sources });
+        sources.dedup();
+        infos.push(SnapInfo { name, time: chrono::DateTime::from_timestamp_nanos(s.time_unix_ns), sources, partial });
     }
     let decisions = policy::plan(&infos, policy);
     if !dry_run {

@@ -5,7 +5,9 @@
 //! days/ISO weeks/months that have one; `keep_within` keeps everything within that duration of
 //! the group's newest snapshot. The policies are a union. Snapshots are grouped by their set of
 //! source names, so a manual `redis`-only backup never pushes a nightly full one out, and the
-//! newest snapshot of every group is always kept. Calendar buckets use UTC, like snapshot names.
+//! newest complete snapshot of every group is always kept. Calendar buckets use UTC, like
+//! snapshot names. Partial snapshots (a source failed) never count toward any rule: one is kept
+//! only while it is newer than every complete snapshot of its group.
 
 use chrono::{DateTime, Datelike, Utc};
 use std::collections::BTreeMap;
@@ -44,6 +46,8 @@ pub struct SnapInfo {
     pub time: DateTime<Utc>,
     /// Its source names, sorted.
     pub sources: Vec<String>,
+    /// Committed with some sources missing (`backup --allow-partial`).
+    pub partial: bool,
 }
 
 /// The decision for one snapshot.
@@ -73,12 +77,21 @@ pub fn plan(snaps: &[SnapInfo], policy: &Policy) -> Vec<Decision> {
     for (group, mut members) in groups {
         // Newest first; the name breaks ties (`_1` suffixes sort after the base name).
         members.sort_by(|a, b| (b.time, &b.name).cmp(&(a.time, &a.name)));
-        let newest = members[0].time;
         let mut decisions: Vec<Decision> =
             members.iter().map(|s| Decision { name: s.name.clone(), group: group.clone(), keep: false, reasons: vec![] }).collect();
-        decisions[0].reasons.push("newest of its group".into());
-        for (i, d) in decisions.iter_mut().enumerate().take(policy.keep_last as usize) {
-            d.reasons.push(format!("last {}", i + 1));
+        // The rules only see complete snapshots; `idx` maps back to `decisions`.
+        let idx: Vec<usize> = (0..members.len()).filter(|&i| !members[i].partial).collect();
+        let newest_complete = idx.first().map(|&i| members[i].time);
+        for (i, s) in members.iter().enumerate() {
+            if s.partial && newest_complete.is_none_or(|t| s.time > t) {
+                decisions[i].reasons.push("partial, newer than every complete snapshot".into());
+            }
+        }
+        if let Some(&first) = idx.first() {
+            decisions[first].reasons.push("newest of its group".into());
+        }
+        for (n, &i) in idx.iter().enumerate().take(policy.keep_last as usize) {
+            decisions[i].reasons.push(format!("last {}", n + 1));
         }
         let buckets: [(&str, u32, BucketKey); 3] = [
             ("daily", policy.keep_daily, |t| t.format("%Y-%m-%d").to_string()),
@@ -91,11 +104,11 @@ pub fn plan(snaps: &[SnapInfo], policy: &Policy) -> Vec<Decision> {
         for (label, n, key) in buckets {
             let mut last: Option<String> = None;
             let mut kept = 0;
-            for (i, s) in members.iter().enumerate() {
+            for &i in &idx {
                 if kept >= n {
                     break;
                 }
-                let k = key(&s.time);
+                let k = key(&members[i].time);
                 if last.as_ref() != Some(&k) {
                     decisions[i].reasons.push(format!("{label} {k}"));
                     last = Some(k);
@@ -103,10 +116,10 @@ pub fn plan(snaps: &[SnapInfo], policy: &Policy) -> Vec<Decision> {
                 }
             }
         }
-        if let Some(secs) = policy.keep_within_secs {
+        if let (Some(secs), Some(newest)) = (policy.keep_within_secs, newest_complete) {
             let limit = newest - chrono::Duration::seconds(secs.min(i64::MAX as u64 / 2) as i64);
-            for (i, s) in members.iter().enumerate() {
-                if s.time >= limit {
+            for &i in &idx {
+                if members[i].time >= limit {
                     decisions[i].reasons.push("within".into());
                 }
             }
@@ -145,7 +158,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn snap(name: &str, t: DateTime<Utc>, sources: &[&str]) -> SnapInfo {
-        SnapInfo { name: name.into(), time: t, sources: sources.iter().map(|s| s.to_string()).collect() }
+        SnapInfo { name: name.into(), time: t, sources: sources.iter().map(|s| s.to_string()).collect(), partial: false }
     }
 
     fn nightly(days: u32) -> Vec<SnapInfo> {
@@ -218,6 +231,19 @@ mod tests {
         assert_eq!(redis[0].name, "2026-11-10_12-04-00");
         let none = plan(&snaps, &Policy::default());
         assert_eq!(kept(&none).len(), 2, "an empty policy still keeps the newest of each group");
+    }
+
+    #[test]
+    fn partial_snapshots_never_count() {
+        let mut snaps = nightly(10);
+        // nights 8 and 10 partial: 10 is newer than every complete one, so it is kept, but the
+        // daily slots go to complete nights 9, 7, 6
+        snaps[7].partial = true;
+        snaps[9].partial = true;
+        let d = plan(&snaps, &Policy { keep_daily: 3, ..Policy::default() });
+        assert_eq!(kept(&d), vec!["2026-11-06_02-00-00", "2026-11-07_02-00-00", "2026-11-09_02-00-00", "2026-11-10_02-00-00"]);
+        let newest = d.iter().find(|x| x.name == "2026-11-09_02-00-00").unwrap();
+        assert!(newest.reasons.contains(&"newest of its group".to_string()), "the newest complete one is protected");
     }
 
     #[test]
