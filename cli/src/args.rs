@@ -49,6 +49,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Store size, logical size, dedup and compression ratios.
     Stats,
+    /// Write a snapshot's MongoDB source back as a mongodump archive (for `mongorestore
+    /// --archive`); `restore` gives the directory layout that `mongorestore --dir` takes.
+    MongodbArchive(MongoArchiveArgs),
     /// Turn legacy backup folders (YYYY-MM-DD_HH-MM-SS/{mongodb,redis,chroma}) into snapshots
     /// named by their original date; folders already imported are skipped.
     ImportLegacy(ImportArgs),
@@ -206,6 +209,20 @@ pub fn parse_subset(s: &str) -> Result<(u32, u32), String> {
         return Err(bad());
     }
     Ok((n, m))
+}
+
+/// `mongodb-archive` options.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  rpger-store mongodb-archive latest | docker exec -i rpger-mongodb mongorestore --archive --drop")]
+pub struct MongoArchiveArgs {
+    /// Snapshot name, or `latest`.
+    pub snapshot: String,
+    /// The source holding the dump (a `mongodump:` source).
+    #[arg(long, default_value = "mongodb")]
+    pub source: String,
+    /// Output file; `-` (default) is stdout.
+    #[arg(long, short, default_value = "-")]
+    pub output: PathBuf,
 }
 
 /// `import-legacy` options.

@@ -6,6 +6,7 @@ mod demo;
 mod forget;
 mod import;
 mod init;
+mod mongoarchive;
 mod prune;
 mod restore;
 mod snapshots;
@@ -29,6 +30,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Verify(a) => verify::run(cli, a),
         Command::Stats => stats::run(cli),
         Command::ImportLegacy(a) => import::run(cli, a),
+        Command::MongodbArchive(a) => mongoarchive::run(cli, a),
         Command::Forget(a) => forget::run(cli, a),
         Command::Prune(a) => prune::run(cli, a),
         Command::Demo(a) => demo::run(cli, a),

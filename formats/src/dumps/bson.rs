@@ -112,6 +112,33 @@ pub fn elements(doc: &[u8]) -> Result<Vec<(&str, Value<'_>)>, DecodeError> {
     Ok(out)
 }
 
+/// Encodes a document of string, int32, int64 and boolean fields (`Other` values are skipped).
+pub fn encode(fields: &[(&str, Value<'_>)]) -> Vec<u8> {
+    let mut b = vec![0u8; 4];
+    for (k, v) in fields {
+        let (t, bytes): (u8, Vec<u8>) = match v {
+            Value::Str(s) => {
+                let mut x = ((s.len() + 1) as i32).to_le_bytes().to_vec();
+                x.extend_from_slice(s.as_bytes());
+                x.push(0);
+                (0x02, x)
+            }
+            Value::I32(i) => (0x10, i.to_le_bytes().to_vec()),
+            Value::I64(i) => (0x12, i.to_le_bytes().to_vec()),
+            Value::Bool(v) => (0x08, vec![*v as u8]),
+            Value::Other(_) => continue,
+        };
+        b.push(t);
+        b.extend_from_slice(k.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&bytes);
+    }
+    b.push(0);
+    let len = (b.len() as i32).to_le_bytes();
+    b[..4].copy_from_slice(&len);
+    b
+}
+
 /// The string field `key` of a document, if present.
 pub fn get_str<'a>(fields: &[(&str, Value<'a>)], key: &str) -> Option<&'a str> {
     fields.iter().find_map(|(k, v)| match v {
@@ -176,6 +203,12 @@ mod tests {
         assert_eq!(get_int(&f, "CRC"), Some(-2));
         assert_eq!(get_int(&f, "n"), Some(7));
         assert_eq!(f.len(), 5);
+    }
+
+    #[test]
+    fn encode_round_trips() {
+        let f = [("db", Value::Str("test")), ("EOF", Value::Bool(true)), ("CRC", Value::I64(-5)), ("n", Value::I32(3))];
+        assert_eq!(elements(&encode(&f)).unwrap(), f.to_vec());
     }
 
     proptest! {
