@@ -21,11 +21,18 @@ fn main() -> ExitCode {
     }
     match commands::run(&cli) {
         Ok(code) => code,
+        // A reader that went away (`rpger-store mongodb-archive latest | head`) is not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rpger-store: error: {e:#}");
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+        || format!("{e:#}").contains("Broken pipe")
 }
 
 /// Maps an error to the exit codes documented in `--help`.
