@@ -27,6 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// Chunks of one file decompressed in parallel before they are written in order (~1 MiB).
+const RESTORE_BATCH: usize = 64;
+
 /// What to restore where.
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -345,17 +348,28 @@ fn restore_file(ctx: &Ctx, parent: BorrowedFd, name: &[u8], e: &Entry) -> Result
     let mut out = BufWriter::with_capacity(1 << 20, &file);
     let mut hasher = blake3::Hasher::new();
     let mut written = 0u64;
-    for id in chunks {
-        let loc = ctx.index.get(id).ok_or_else(|| Error::new(ErrorKind::Missing, format!("chunk {} is not in the index", id.short())))?;
-        let data = ctx.reader.read_chunk(id, &loc)?;
-        hasher.update(&data);
-        if *sparse && data.iter().all(|&b| b == 0) {
-            out.seek(SeekFrom::Current(data.len() as i64)).at("seek", &shown)?;
-        } else {
-            out.write_all(&data).at("write", &shown)?;
+    // Chunks are read and decompressed in parallel a batch at a time (so one large file keeps
+    // every core busy), then hashed and written in order.
+    for batch in chunks.chunks(RESTORE_BATCH) {
+        let datas: Vec<Result<Vec<u8>>> = batch
+            .par_iter()
+            .map(|id| {
+                let loc =
+                    ctx.index.get(id).ok_or_else(|| Error::new(ErrorKind::Missing, format!("chunk {} is not in the index", id.short())))?;
+                ctx.reader.read_chunk(id, &loc)
+            })
+            .collect();
+        for data in datas {
+            let data = data?;
+            hasher.update(&data);
+            if *sparse && data.iter().all(|&b| b == 0) {
+                out.seek(SeekFrom::Current(data.len() as i64)).at("seek", &shown)?;
+            } else {
+                out.write_all(&data).at("write", &shown)?;
+            }
+            written += data.len() as u64;
+            ctx.progress.advance(data.len() as u64);
         }
-        written += data.len() as u64;
-        ctx.progress.advance(data.len() as u64);
     }
     out.flush().at("write", &shown)?;
     drop(out);
