@@ -3,10 +3,10 @@
 //! backup of a generated RPGer night into a temporary store.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rpger_engine::backup::{self, BackupOptions, SourceInput, SourceSpec};
+use rpger_engine::backup::{self, BackupOptions};
 use rpger_engine::chunking::{cut_points, ChunkParams};
 use rpger_engine::compress;
-use rpger_engine::demo::Dataset;
+use rpger_engine::demo::{night_sources, Dataset};
 use rpger_engine::progress::NoProgress;
 use rpger_engine::store::{InitOptions, Store};
 use std::time::Duration;
@@ -54,19 +54,7 @@ fn end_to_end(c: &mut Criterion) {
                 (d, s)
             },
             |(_d, store)| {
-                let sources = ["mongodb", "redis", "chroma"]
-                    .iter()
-                    .map(|n| SourceSpec { name: n.to_string(), input: SourceInput::Path(src.path().join(n)) })
-                    .collect();
-                let opts = BackupOptions {
-                    sources,
-                    local_time: false,
-                    time_unix_ns: None,
-                    labels: vec![],
-                    lock_wait: Duration::ZERO,
-                    allow_partial: false,
-                };
-                backup::backup(&store, opts, &NoProgress).unwrap();
+                backup::backup(&store, BackupOptions::new(night_sources(src.path())), &NoProgress).unwrap();
             },
         )
     });

@@ -82,6 +82,14 @@ pub struct BackupOptions {
     pub allow_partial: bool,
 }
 
+impl BackupOptions {
+    /// Options for `sources` with the defaults: UTC names, now, no labels, no lock wait, all or
+    /// nothing.
+    pub fn new(sources: Vec<SourceSpec>) -> Self {
+        BackupOptions { sources, local_time: false, time_unix_ns: None, labels: vec![], lock_wait: Duration::ZERO, allow_partial: false }
+    }
+}
+
 /// What a backup did.
 #[derive(Debug, Clone)]
 pub struct BackupReport {

@@ -16,6 +16,15 @@ use crate::error::{IoContext, Result};
 use std::fs;
 use std::path::Path;
 
+/// The `mongodb`, `redis` and `chroma` directories of a night written by [`Dataset::write`], as
+/// backup sources.
+pub fn night_sources(dir: &Path) -> Vec<crate::backup::SourceSpec> {
+    ["chroma", "mongodb", "redis"]
+        .iter()
+        .map(|s| crate::backup::SourceSpec { name: s.to_string(), input: crate::backup::SourceInput::Path(dir.join(s)) })
+        .collect()
+}
+
 /// splitmix64: small, fast, seedable.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

@@ -8,10 +8,10 @@
 //! ```no_run
 //! use rpger_engine::{backup, store::{Store, InitOptions}, progress::NoProgress};
 //! let store = Store::init(std::path::Path::new("/tmp/store"), InitOptions::default())?;
-//! let opts = backup::BackupOptions {
-//!     sources: vec![backup::SourceSpec { name: "redis".into(), input: backup::SourceInput::Path("/data/redis".into()) }],
-//!     local_time: false, time_unix_ns: None, labels: vec![], lock_wait: std::time::Duration::ZERO, allow_partial: false,
-//! };
+//! let opts = backup::BackupOptions::new(vec![backup::SourceSpec {
+//!     name: "redis".into(),
+//!     input: backup::SourceInput::Path("/data/redis".into()),
+//! }]);
 //! let report = backup::backup(&store, opts, &NoProgress)?;
 //! println!("snapshot {}", report.snapshot.name);
 //! # Ok::<(), rpger_engine::Error>(())

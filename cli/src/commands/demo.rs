@@ -4,8 +4,8 @@ use crate::args::{Cli, DemoArgs};
 use crate::output;
 use crate::progress::Bar;
 use anyhow::{bail, Context, Result};
-use rpger_engine::backup::{self, BackupOptions, SourceInput, SourceSpec};
-use rpger_engine::demo::Dataset;
+use rpger_engine::backup::{self, BackupOptions};
+use rpger_engine::demo::{night_sources, Dataset};
 use rpger_engine::restore::{self, RestoreOptions};
 use rpger_engine::stats;
 use rpger_engine::store::{InitOptions, Store};
@@ -55,20 +55,8 @@ pub fn run(cli: &Cli, a: &DemoArgs) -> Result<ExitCode> {
         }
         let nd = dir.join(format!("data/night-{night}"));
         let bytes = data.write(&nd)?;
-        let sources = ["chroma", "mongodb", "redis"]
-            .iter()
-            .map(|s| SourceSpec { name: s.to_string(), input: SourceInput::Path(nd.join(s)) })
-            .collect();
         let t = Instant::now();
-        let opts = BackupOptions {
-            sources,
-            local_time: false,
-            time_unix_ns: None,
-            labels: vec![],
-            lock_wait: Duration::ZERO,
-            allow_partial: false,
-        };
-        let r = backup::backup(&store, opts, &bar)?;
+        let r = backup::backup(&store, BackupOptions::new(night_sources(&nd)), &bar)?;
         let secs = t.elapsed().as_secs_f64();
         if !cli.json {
             println!(

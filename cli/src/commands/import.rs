@@ -8,7 +8,6 @@ use rpger_engine::backup::{self, BackupOptions, SourceInput, SourceSpec};
 use rpger_engine::legacy;
 use serde_json::json;
 use std::process::ExitCode;
-use std::time::Duration;
 
 pub fn run(cli: &Cli, a: &ImportArgs) -> Result<ExitCode> {
     let store = super::open_store(cli)?;
@@ -26,12 +25,9 @@ pub fn run(cli: &Cli, a: &ImportArgs) -> Result<ExitCode> {
         }
         let sources = f.sources.iter().map(|s| SourceSpec { name: s.clone(), input: SourceInput::Path(f.path.join(s)) }).collect();
         let opts = BackupOptions {
-            sources,
-            local_time: false,
             time_unix_ns: Some(f.time_unix_ns),
             labels: vec![("imported_from".into(), f.path.display().to_string())],
-            lock_wait: Duration::ZERO,
-            allow_partial: false,
+            ..BackupOptions::new(sources)
         };
         let r = backup::backup(&store, opts, &bar).map_err(|e| e.context(format!("importing {}", f.path.display())))?;
         if !cli.json {
