@@ -103,8 +103,9 @@ pub struct BackupArgs {
     /// NAME=redis://HOST:PORT[?dir=DATADIR] (BGSAVE, then dump.rdb and the AOF; password from
     /// $RPGER_REDIS_PASSWORD) or NAME=mongodump:COMMAND (COMMAND writes `mongodump --archive` to
     /// stdout; stored as mongodb_backup/<db>/<collection>.bson + .metadata.json, every CRC
-    /// checked) or NAME=frozen:DIR?pid=N|pidfile=PATH (the process is stopped while DIR is read,
-    /// and always resumed). Repeatable.
+    /// checked), NAME=frozen:DIR?pid=N|pidfile=PATH (the process is stopped while DIR is read,
+    /// and always resumed) or NAME=docker-paused:CONTAINER:HOSTDIR (the container is paused while
+    /// its bind-mounted HOSTDIR is read, and always unpaused). Repeatable.
     /// Without --source, the config file's [[source]] entries are backed up, its [retention]
     /// applied afterwards and each run logged to LOG_DIR/backup.log.
     #[arg(long = "source", value_name = "NAME=PATH")]

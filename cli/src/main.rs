@@ -12,6 +12,11 @@ use rpger_engine::ErrorKind;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // The unpause watchdog is this binary re-run by the engine (see sources::docker).
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.len() == 3 && argv[1] == rpger_engine::sources::docker::WATCHDOG_ARG {
+        return ExitCode::from(rpger_engine::sources::docker::run_watchdog(&argv[2]) as u8);
+    }
     let cli = args::Cli::parse();
     if let Some(n) = cli.threads {
         if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {

@@ -39,6 +39,14 @@ pub enum SourceInput {
         /// The writer's process id.
         pid: i32,
     },
+    /// A host directory of a Docker container (bind-mounted), read while the container is paused
+    /// and unpaused on every path (Chroma on a Docker host).
+    PausedContainer {
+        /// Container name or id.
+        container: String,
+        /// The data directory on this host.
+        path: PathBuf,
+    },
     /// `sh -c command` writing a mongodump `--archive` to stdout, demultiplexed while it streams
     /// into `mongodb_backup/<db>/<collection>.bson` and `.metadata.json`, every namespace's CRC
     /// checked (see [`crate::sources::mongo`]).
@@ -147,6 +155,15 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
                 SourceInput::Stream { file_name, reader } => backup_stream(feeder, &file_name, reader, "stdin", progress),
                 SourceInput::Command { file_name, command } => backup_command(feeder, &file_name, &command, progress),
                 SourceInput::MongoDump { command } => backup_mongodump(feeder, &command, progress),
+                SourceInput::PausedContainer { container, path } => {
+                    if !path.is_dir() {
+                        Err(Error::new(ErrorKind::Missing, format!("data directory {} does not exist", path.display())))
+                    } else {
+                        let _paused = crate::sources::docker::pause(&container)?;
+                        // Unpaused when this block ends, on success and on error alike.
+                        backup_path(feeder, &path, None, &mut skipped, progress)
+                    }
+                }
                 SourceInput::Frozen { path, pid } => {
                     if !path.is_dir() {
                         Err(Error::new(ErrorKind::Missing, format!("data directory {} does not exist", path.display())))

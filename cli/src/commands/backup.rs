@@ -30,6 +30,10 @@ fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
             SourceInput::Stream { file_name: a.stdin_name.clone(), reader: Box::new(std::io::stdin()) }
         } else if path.starts_with("redis://") {
             SourceInput::Redis(RedisSpec::parse(path)?)
+        } else if let Some(rest) = path.strip_prefix("docker-paused:") {
+            let (container, dir) =
+                rest.split_once(':').ok_or_else(|| anyhow!("--source {s:?}: expected docker-paused:CONTAINER:HOSTDIR"))?;
+            SourceInput::PausedContainer { container: container.to_string(), path: dir.into() }
         } else if let Some(rest) = path.strip_prefix("frozen:") {
             SourceInput::Frozen { path: frozen_dir(rest)?, pid: frozen_pid(rest)? }
         } else if let Some(command) = path.strip_prefix("mongodump:") {
