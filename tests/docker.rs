@@ -68,12 +68,15 @@ fn a_paused_container_is_always_unpaused() {
     assert_eq!(state(&name), "true false");
     let store = init_store(t.path());
     let spec = format!("chroma=docker-paused:{name}:{}", data.display());
+    let spawn_backup = || {
+        bin()
+            .args(["--store", store.to_str().unwrap(), "--threads", "1", "backup", "--source", &spec])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
     // a normal run: paused while read, running and unpaused afterwards
-    let mut child = bin()
-        .args(["--store", store.to_str().unwrap(), "--threads", "1", "backup", "--source", &spec])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_backup();
     let t0 = Instant::now();
     let mut seen_paused = false;
     while child.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(60) {
@@ -87,11 +90,7 @@ fn a_paused_container_is_always_unpaused() {
     ok(&store, &["restore", "latest", target.to_str().unwrap()]);
     assert_eq!(fs::read(target.join("chroma/chroma.sqlite3")).unwrap(), fs::read(data.join("chroma.sqlite3")).unwrap());
     // killed while the container is paused: the watchdog unpauses it
-    let mut child = bin()
-        .args(["--store", store.to_str().unwrap(), "--threads", "1", "backup", "--source", &spec])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_backup();
     let t0 = Instant::now();
     while state(&name) != "true true" && t0.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(5));

@@ -245,12 +245,15 @@ fn a_frozen_source_stops_its_writer_while_read_and_always_resumes_it() {
         true
     };
     let spec = format!("chroma=frozen:{}?pid={pid}", dir.display());
+    let spawn_backup = || {
+        bin()
+            .args(["--store", store.to_str().unwrap(), "--threads", "1", "backup", "--source", &spec])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
     // 1. a normal run: stopped while read, running afterwards, the data restores
-    let mut child = bin()
-        .args(["--store", store.to_str().unwrap(), "--threads", "1", "backup", "--source", &spec])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_backup();
     let t0 = Instant::now();
     let mut seen_stopped = false;
     while t0.elapsed() < Duration::from_secs(20) && child.try_wait().unwrap().is_none() {
@@ -262,11 +265,7 @@ fn a_frozen_source_stops_its_writer_while_read_and_always_resumes_it() {
     assert!(running(pid), "the writer was left stopped after a successful backup");
     // 2. rpger-store killed (SIGKILL) and interrupted (Ctrl-C) while the writer is stopped
     for sig in [rustix::process::Signal::KILL, rustix::process::Signal::INT] {
-        let mut child = bin()
-            .args(["--store", store.to_str().unwrap(), "--threads", "1", "backup", "--source", &spec])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_backup();
         let t0 = Instant::now();
         while process_state(pid) != Some('T') && t0.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(1));

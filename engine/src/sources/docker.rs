@@ -7,10 +7,10 @@
 //! with [`WATCHDOG_ARG`], in its own process group, armed before the pause — unpauses the
 //! container when the pipe from us closes, however we exit (SIGKILL included).
 
+use super::freeze::Watchdog;
 use crate::error::{Error, ErrorKind, Result};
 use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 /// First argument that makes the binary run [`run_watchdog`] instead of its normal CLI.
 pub const WATCHDOG_ARG: &str = "__rpger-store-unpause-watchdog";
@@ -75,7 +75,8 @@ impl Docker {
 pub struct Paused {
     docker: Docker,
     name: String,
-    watchdog: Option<Child>,
+    // Dropped after `Paused::drop` has unpaused the container itself.
+    _watchdog: Watchdog,
 }
 
 /// Pauses `name` after arming the watchdog. The container must be running and not paused.
@@ -97,16 +98,9 @@ pub fn pause(name: &str) -> Result<Paused> {
     }
     let exe =
         std::env::current_exe().map_err(|e| Error::with_cause(ErrorKind::Io, "cannot find this program to arm the unpause watchdog", e))?;
-    let watchdog = Command::new(exe)
-        .arg(WATCHDOG_ARG)
-        .arg(name)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| Error::with_cause(ErrorKind::Io, "cannot start the unpause watchdog", e))?;
-    let paused = Paused { docker, name: name.to_string(), watchdog: Some(watchdog) };
+    let mut cmd = Command::new(exe);
+    cmd.arg(WATCHDOG_ARG).arg(name);
+    let paused = Paused { docker, name: name.to_string(), _watchdog: Watchdog::arm(cmd)? };
     paused.docker.pause(name)?;
     Ok(paused)
 }
@@ -114,10 +108,6 @@ pub fn pause(name: &str) -> Result<Paused> {
 impl Drop for Paused {
     fn drop(&mut self) {
         let _ = self.docker.unpause(&self.name);
-        if let Some(mut w) = self.watchdog.take() {
-            drop(w.stdin.take()); // EOF: the watchdog unpauses too (already done) and exits
-            let _ = w.wait();
-        }
     }
 }
 

@@ -9,10 +9,31 @@ use rustix::process::{kill_process, test_kill_process, Pid, Signal};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
+/// A helper process that does its job (resume, unpause) when its stdin reaches EOF: when we drop
+/// it, or when the kernel closes our end because we died in any way. Its own process group keeps
+/// a terminal's Ctrl-C from killing it along with us.
+pub(crate) struct Watchdog(Child);
+
+impl Watchdog {
+    /// Starts `cmd` as a watchdog.
+    pub(crate) fn arm(mut cmd: Command) -> Result<Watchdog> {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+        cmd.spawn().map(Watchdog).map_err(|e| Error::with_cause(ErrorKind::Io, "cannot start the resume watchdog", e))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take()); // EOF: it does its (by now harmless) job and exits
+        let _ = self.0.wait();
+    }
+}
+
 /// A stopped process; resumed when dropped (or when this process dies).
 pub struct Frozen {
     pid: Pid,
-    watchdog: Option<Child>,
+    // Dropped after `Frozen::drop` has resumed the process itself.
+    _watchdog: Watchdog,
 }
 
 /// Stops process `pid` (after arming the watchdog).
@@ -24,16 +45,9 @@ pub fn freeze(pid: i32) -> Result<Frozen> {
     let p = Pid::from_raw(pid).ok_or_else(|| Error::new(ErrorKind::InvalidInput, format!("invalid pid {pid}")))?;
     test_kill_process(p)
         .map_err(|e| Error::with_cause(ErrorKind::Missing, format!("cannot signal process {pid} (is it running, and ours to stop?)"), e))?;
-    let watchdog = Command::new("sh")
-        .arg("-c")
-        .arg(format!("read _ignored; kill -CONT {pid}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| Error::with_cause(ErrorKind::Io, "cannot start the resume watchdog", e))?;
-    let frozen = Frozen { pid: p, watchdog: Some(watchdog) };
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!("read _ignored; kill -CONT {pid}"));
+    let frozen = Frozen { pid: p, _watchdog: Watchdog::arm(cmd)? };
     kill_process(p, Signal::STOP).map_err(|e| Error::with_cause(ErrorKind::Io, format!("cannot stop process {pid}"), e))?;
     Ok(frozen)
 }
@@ -41,10 +55,6 @@ pub fn freeze(pid: i32) -> Result<Frozen> {
 impl Drop for Frozen {
     fn drop(&mut self) {
         let _ = kill_process(self.pid, Signal::CONT);
-        if let Some(mut w) = self.watchdog.take() {
-            drop(w.stdin.take()); // EOF: the watchdog resumes too (harmless twice) and exits
-            let _ = w.wait();
-        }
     }
 }
 
