@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
     port: u16,
 }
@@ -23,7 +23,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn have_redis() -> bool {
+pub(crate) fn have_redis() -> bool {
     let ok = Command::new("redis-server").arg("--version").output().is_ok() && Command::new("redis-cli").arg("--version").output().is_ok();
     if !ok {
         eprintln!(
@@ -33,7 +33,7 @@ fn have_redis() -> bool {
     ok
 }
 
-fn start(dir: &Path, extra: &[&str]) -> Server {
+pub(crate) fn start(dir: &Path, extra: &[&str]) -> Server {
     let port = free_port();
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--daemonize", "no", "--protected-mode", "yes"])
@@ -52,7 +52,7 @@ fn start(dir: &Path, extra: &[&str]) -> Server {
     s
 }
 
-fn cli(s: &Server, args: &[&str]) -> String {
+pub(crate) fn cli(s: &Server, args: &[&str]) -> String {
     let out = Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &s.port.to_string()]).args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

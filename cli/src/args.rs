@@ -104,8 +104,13 @@ pub struct BackupArgs {
     /// $RPGER_REDIS_PASSWORD) or NAME=mongodump:COMMAND (COMMAND writes `mongodump --archive` to
     /// stdout; stored as mongodb_backup/<db>/<collection>.bson + .metadata.json, every CRC
     /// checked), NAME=frozen:DIR?pid=N|pidfile=PATH (the process is stopped while DIR is read,
-    /// and always resumed) or NAME=docker-paused:CONTAINER:HOSTDIR (the container is paused while
-    /// its bind-mounted HOSTDIR is read, and always unpaused). Repeatable.
+    /// and always resumed). Docker sources (through the engine's API): NAME=docker-mongodump:CONTAINER
+    /// (mongodump --archive run in the container; URI with credentials from $RPGER_MONGODB_URI),
+    /// NAME=docker-redis:CONTAINER[:PORT] (BGSAVE, then dump.rdb and the AOF copied out),
+    /// NAME=docker-copy:CONTAINER:/PATH (copied out while the container is paused),
+    /// NAME=docker-paused:CONTAINER:HOSTDIR (its bind-mounted HOSTDIR read while it is paused;
+    /// always unpaused) and NAME=docker-exec:CONTAINER:COMMAND (stdout of `sh -c COMMAND` in it).
+    /// Repeatable.
     /// Without --source, the config file's [[source]] entries are backed up, its [retention]
     /// applied afterwards and each run logged to LOG_DIR/backup.log.
     #[arg(long = "source", value_name = "NAME=PATH")]

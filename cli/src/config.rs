@@ -41,7 +41,7 @@ pub struct Retention {
     pub max_repack_ratio: Option<f64>,
 }
 
-/// One `[[source]]`: a name and exactly one of `path`, `command`, `redis`.
+/// One `[[source]]`: a name and exactly one way to reach its data.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
@@ -55,6 +55,9 @@ pub struct Source {
     pub mongodump: Option<String>,
     /// `DIR?pid=N` or `DIR?pidfile=PATH`: the writer is stopped while DIR is read.
     pub frozen: Option<String>,
+    /// A source in a Docker container: `mongodump:CONTAINER`, `redis:CONTAINER[:PORT]`,
+    /// `copy:CONTAINER:/PATH`, `exec:CONTAINER:COMMAND` or `paused:CONTAINER:HOSTDIR`.
+    pub docker: Option<String>,
 }
 
 impl Config {
@@ -64,13 +67,20 @@ impl Config {
             Ok(text) => {
                 let c: Config = toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
                 for s in &c.sources {
-                    let n = [s.path.is_some(), s.command.is_some(), s.redis.is_some(), s.mongodump.is_some(), s.frozen.is_some()]
-                        .iter()
-                        .filter(|x| **x)
-                        .count();
+                    let n = [
+                        s.path.is_some(),
+                        s.command.is_some(),
+                        s.redis.is_some(),
+                        s.mongodump.is_some(),
+                        s.frozen.is_some(),
+                        s.docker.is_some(),
+                    ]
+                    .iter()
+                    .filter(|x| **x)
+                    .count();
                     if n != 1 {
                         bail!(
-                            "config file {}: [[source]] {:?} needs exactly one of path, command, mongodump, frozen, redis",
+                            "config file {}: [[source]] {:?} needs exactly one of path, command, mongodump, frozen, redis, docker",
                             path.display(),
                             s.name
                         );
@@ -116,20 +126,42 @@ max_repack_ratio = 0.1   # unused bytes left in packs, as a share of the live by
 #             exit or no output fails the run and nothing is committed
 #   redis   = "redis://HOST:PORT[?dir=DATADIR]": BGSAVE, then dump.rdb and the AOF
 #             (password from the RPGER_REDIS_PASSWORD environment variable)
+#   docker  = a source inside a container, through the Docker engine's API (no docker CLI):
+#     "mongodump:CONTAINER [ARGS]"  mongodump --archive --numParallelCollections=1 run in the
+#                                   container; credentials from $RPGER_MONGODB_URI, passed in a
+#                                   config file written into the container for the run only
+#     "redis:CONTAINER[:PORT]"      BGSAVE over the network, then dump.rdb and the AOF copied out
+#                                   of the container
+#     "copy:CONTAINER:/PATH"        the path copied out while the container is paused
+#     "paused:CONTAINER:HOSTDIR"    a bind-mounted host dir read while the container is paused
+#     "exec:CONTAINER:COMMAND"      the stdout of `sh -c COMMAND` in the container (file_name)
 
+# The RPGer stack on a Docker host:
 [[source]]
 name = "mongodb"
-# Never --gzip (it defeats dedup); one collection at a time keeps the order stable.
-mongodump = "docker exec rpger-mongodb mongodump --archive --numParallelCollections=1"
+docker = "mongodump:rpger-mongodb"
 
 [[source]]
 name = "redis"
-redis = "redis://127.0.0.1:6379?dir=/data2/rpger/redis"
+docker = "redis:rpger-redis"
 
 [[source]]
 name = "chroma"
-# Chroma's SQLite file and HNSW segments form one state: stop the server while they are read.
-frozen = "/data2/rpger/chroma?pidfile=/run/chroma.pid"
+# Chroma's SQLite file and HNSW segments form one state: pause it while they are read.
+docker = "paused:rpger-chroma:/data2/rpger/chroma"
+
+# The same on a plain host:
+# [[source]]
+# name = "mongodb"
+# # Never --gzip (it defeats dedup); one collection at a time keeps the order stable.
+# mongodump = "mongodump --archive --numParallelCollections=1"
+# [[source]]
+# name = "redis"
+# redis = "redis://127.0.0.1:6379?dir=/data2/rpger/redis"
+# [[source]]
+# name = "chroma"
+# # Stop the server (SIGSTOP) while its files are read; always resumed.
+# frozen = "/data2/rpger/chroma?pidfile=/run/chroma.pid"
 "#;
 
 #[cfg(test)]

@@ -54,6 +54,44 @@ pub enum SourceInput {
         /// Shell command line, e.g. `mongodump --archive --numParallelCollections=1`.
         command: String,
     },
+    /// `mongodump --archive --numParallelCollections=1` run inside a container (Docker exec,
+    /// no TTY), demultiplexed like [`SourceInput::MongoDump`]. With `$RPGER_MONGODB_URI` set, the
+    /// URI (credentials included) reaches mongodump through a `--config` file written into the
+    /// container for the run and removed afterwards, never through a command line.
+    DockerMongoDump {
+        /// Container name or id.
+        container: String,
+        /// More mongodump arguments (e.g. `--db=rpger`), no secrets.
+        args: Vec<String>,
+    },
+    /// Redis in a container: `BGSAVE` over RESP to the container's address, then the dump file
+    /// and the AOF copied out of the container as a tar stream.
+    DockerRedis {
+        /// Container name or id.
+        container: String,
+        /// Redis port inside the container.
+        port: u16,
+        /// Longest wait for `BGSAVE`.
+        timeout: Duration,
+    },
+    /// A path inside a container, copied out as a tar stream while the container is paused and
+    /// unpaused on every path (Chroma without a bind mount).
+    DockerCopy {
+        /// Container name or id.
+        container: String,
+        /// Absolute path inside the container.
+        path: String,
+    },
+    /// The standard output of `sh -c command` run inside a container (Docker exec, no TTY),
+    /// stored as `file_name`; gated like [`SourceInput::Command`].
+    DockerExec {
+        /// Container name or id.
+        container: String,
+        /// Name of the stored file.
+        file_name: String,
+        /// Shell command line, run by the container's `sh`.
+        command: String,
+    },
     /// The standard output of `sh -c command`, streamed (no temp file) into one file named
     /// `file_name`. A non-zero exit, a signal or an empty output fails the source.
     Command {
@@ -145,36 +183,7 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
         let mut failed: Vec<(String, String)> = vec![];
         for spec in specs {
             let name = spec.name.clone();
-            let w = match spec.input {
-                SourceInput::Path(p) => backup_path(feeder, &p, None, &mut skipped, progress),
-                SourceInput::Redis(spec) => crate::sources::redis::prepare(&spec).and_then(|prep| {
-                    let mut w = backup_path(feeder, &prep.data_dir, Some(&prep.include), &mut skipped, progress)?;
-                    w.labels = prep.labels;
-                    Ok(w)
-                }),
-                SourceInput::Stream { file_name, reader } => backup_stream(feeder, &file_name, reader, "stdin", progress),
-                SourceInput::Command { file_name, command } => backup_command(feeder, &file_name, &command, progress),
-                SourceInput::MongoDump { command } => backup_mongodump(feeder, &command, progress),
-                SourceInput::PausedContainer { container, path } => {
-                    if !path.is_dir() {
-                        Err(Error::new(ErrorKind::Missing, format!("data directory {} does not exist", path.display())))
-                    } else {
-                        let _paused = crate::sources::docker::pause(&container)?;
-                        // Unpaused when this block ends, on success and on error alike.
-                        backup_path(feeder, &path, None, &mut skipped, progress)
-                    }
-                }
-                SourceInput::Frozen { path, pid } => {
-                    if !path.is_dir() {
-                        Err(Error::new(ErrorKind::Missing, format!("data directory {} does not exist", path.display())))
-                    } else {
-                        let _frozen = crate::sources::freeze::freeze(pid)?;
-                        // Dropped when this block ends, on success and on error alike.
-                        backup_path(feeder, &path, None, &mut skipped, progress)
-                    }
-                }
-            }
-            .map_err(|e| {
+            let w = backup_source(feeder, spec.input, &mut skipped, progress).map_err(|e| {
                 // Bad source data (a cut or corrupt dump) is a failed source, not a damaged store.
                 let e = if e.kind() == ErrorKind::Corrupt { e.with_kind(ErrorKind::InvalidInput) } else { e };
                 e.context(format!("source {name}"))
@@ -233,6 +242,55 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
     };
     let snapshot = store.commit_snapshot(snap)?;
     Ok(BackupReport { snapshot, bytes_read, chunks: stats.chunks, new_chunks: stats.new_chunks, packs: stats.packs, skipped, failed })
+}
+
+/// Backs up one source's data; `?` here fails only this source (see `allow_partial`).
+fn backup_source(feeder: &mut Feeder, input: SourceInput, skipped: &mut Vec<String>, progress: &dyn Progress) -> Result<Walked> {
+    match input {
+        SourceInput::Path(p) => backup_path(feeder, &p, None, skipped, progress),
+        SourceInput::Redis(spec) => crate::sources::redis::prepare(&spec).and_then(|prep| {
+            let mut w = backup_path(feeder, &prep.data_dir, Some(&prep.include), skipped, progress)?;
+            w.labels = prep.labels;
+            Ok(w)
+        }),
+        SourceInput::Stream { file_name, reader } => backup_stream(feeder, &file_name, reader, "stdin", progress),
+        SourceInput::Command { file_name, command } => {
+            run_gated(spawn_local(&command)?, |r, what| backup_stream(feeder, &file_name, r, what, progress))
+        }
+        SourceInput::MongoDump { command } => backup_mongodump(feeder, spawn_local(&command)?, progress),
+        SourceInput::DockerExec { container, file_name, command } => {
+            let argv = vec!["sh".to_string(), "-c".to_string(), command];
+            run_gated(spawn_exec(&container, argv, vec![])?, |r, what| backup_stream(feeder, &file_name, r, what, progress))
+        }
+        SourceInput::DockerMongoDump { container, args } => docker_mongodump(feeder, &container, args, progress),
+        SourceInput::DockerRedis { container, port, timeout } => docker_redis(feeder, &container, port, timeout, skipped, progress),
+        SourceInput::DockerCopy { container, path } => {
+            let _paused = crate::sources::docker::pause(&container)?;
+            // Unpaused when this block ends, on success and on error alike.
+            let (reader, task) = crate::sources::docker::download(&container, &path)?;
+            let what = task.what().to_string();
+            let w = backup_tar(feeder, reader, None, &what, skipped, progress);
+            finish_download(w, task)
+        }
+        SourceInput::PausedContainer { container, path } => {
+            if !path.is_dir() {
+                Err(Error::new(ErrorKind::Missing, format!("data directory {} does not exist", path.display())))
+            } else {
+                let _paused = crate::sources::docker::pause(&container)?;
+                // Unpaused when this block ends, on success and on error alike.
+                backup_path(feeder, &path, None, skipped, progress)
+            }
+        }
+        SourceInput::Frozen { path, pid } => {
+            if !path.is_dir() {
+                Err(Error::new(ErrorKind::Missing, format!("data directory {} does not exist", path.display())))
+            } else {
+                let _frozen = crate::sources::freeze::freeze(pid)?;
+                // Dropped when this block ends, on success and on error alike.
+                backup_path(feeder, &path, None, skipped, progress)
+            }
+        }
+    }
 }
 
 fn meta_entry(path: Vec<u8>, md: &Metadata, kind: EntryKind) -> Entry {
@@ -361,9 +419,18 @@ fn backup_stream(pipe: &mut Feeder, file_name: &str, reader: Box<dyn Read + Send
     Ok(Walked { manifest: Manifest { entries: vec![entry] }, logical: size, files: vec![(0, slot)], labels: vec![] })
 }
 
-/// Runs `sh -c command`, hands its standard output to `consume`, and fails unless the command
-/// exits 0; the error quotes the tail of its stderr.
-fn run_gated<T>(command: &str, consume: impl FnOnce(std::process::ChildStdout, &str) -> Result<T>) -> Result<T> {
+/// A running producer of a source's bytes whose success is only known at its end (a command's
+/// exit status).
+struct Gated {
+    reader: Box<dyn Read + Send>,
+    what: String,
+    /// Called after the reader is dropped, with `true` when reading failed (then the producer is
+    /// stopped, and its own failure, if any, is reported instead of our stopping it).
+    finish: Box<dyn FnOnce(bool) -> Result<()>>,
+}
+
+/// Starts `sh -c command` on this host.
+fn spawn_local(command: &str) -> Result<Gated> {
     use std::process::{Command, Stdio};
     let mut child = Command::new("sh")
         .arg("-c")
@@ -383,32 +450,279 @@ fn run_gated<T>(command: &str, consume: impl FnOnce(std::process::ChildStdout, &
         String::from_utf8_lossy(tail).trim().replace('\n', " | ")
     });
     let what = format!("command `{command}`");
-    let res = consume(stdout, &what);
-    // Whatever happened to the stream, reap the child; a stream error kills it first.
-    if res.is_err() {
-        let _ = child.kill();
-    }
-    let status = child.wait().map_err(|e| Error::with_cause(ErrorKind::Io, format!("waiting for {what}"), e))?;
-    let tail = err_tail.join().unwrap_or_default();
-    let tail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
-    if !status.success() {
+    let w = what.clone();
+    let finish = move |aborted: bool| -> Result<()> {
+        let mut status = child.try_wait().ok().flatten();
+        if aborted && status.is_none() {
+            // A cut stream usually means the command is exiting on its own: give it a moment,
+            // so its status and message are reported rather than our kill.
+            let t0 = std::time::Instant::now();
+            while status.is_none() && t0.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(20));
+                status = child.try_wait().ok().flatten();
+            }
+            if status.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(()); // our stop: the reading error is the cause
+            }
+        }
+        let status = match status {
+            Some(s) => s,
+            None => child.wait().map_err(|e| Error::with_cause(ErrorKind::Io, format!("waiting for {w}"), e))?,
+        };
+        let tail = err_tail.join().unwrap_or_default();
+        let tail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
+        if status.success() {
+            return Ok(());
+        }
         let how = match status.code() {
             Some(c) => format!("exited with status {c}"),
             None => "was killed by a signal".to_string(),
         };
-        return Err(Error::new(ErrorKind::InvalidInput, format!("{what} {how}; nothing is committed{tail}")));
+        Err(Error::new(ErrorKind::InvalidInput, format!("{w} {how}; nothing is committed{tail}")))
+    };
+    Ok(Gated { reader: Box::new(stdout), what, finish: Box::new(finish) })
+}
+
+/// Starts `argv` inside `container` (Docker exec, no TTY).
+fn spawn_exec(container: &str, argv: Vec<String>, env: Vec<String>) -> Result<Gated> {
+    let (reader, task) = crate::sources::docker::exec(container, argv, env)?;
+    let what = task.what().to_string();
+    let finish = move |_aborted: bool| -> Result<()> {
+        match task.finish() {
+            // Our own stop (the reader was dropped early): the reading error is the cause.
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
+            r => r,
+        }
+    };
+    Ok(Gated { reader: Box::new(reader), what, finish: Box::new(finish) })
+}
+
+/// Hands the producer's bytes to `consume`, then fails unless the producer succeeded too; a
+/// producer's failure (exit status and stderr) explains a cut stream better than the cut.
+fn run_gated<T>(g: Gated, consume: impl FnOnce(Box<dyn Read + Send>, &str) -> Result<T>) -> Result<T> {
+    let res = consume(g.reader, &g.what);
+    let end = (g.finish)(res.is_err());
+    match (res, end) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Err(e), Ok(())) => Err(e),
+        (_, Err(e)) => Err(e),
+    }
+}
+
+/// mongodump in a container, credentials (if any) through a config file written for the run.
+fn docker_mongodump(pipe: &mut Feeder, container: &str, args: Vec<String>, progress: &dyn Progress) -> Result<Walked> {
+    use crate::sources::docker;
+    let mut argv: Vec<String> = vec!["mongodump".into(), "--archive".into(), "--numParallelCollections=1".into()];
+    argv.extend(args);
+    let mut secret_file = None;
+    if let Ok(uri) = std::env::var("RPGER_MONGODB_URI") {
+        if !uri.is_empty() {
+            let name = format!("rpger-store-mongodump-{}-{}.yaml", std::process::id(), now_ns());
+            let yaml = format!("uri: {}\n", yaml_quoted(&uri));
+            docker::upload_file(container, "/tmp", &name, yaml.as_bytes())?;
+            argv.push(format!("--config=/tmp/{name}"));
+            secret_file = Some(format!("/tmp/{name}"));
+        }
+    }
+    let res = spawn_exec(container, argv, vec![]).and_then(|g| backup_mongodump(pipe, g, progress));
+    if let Some(f) = secret_file {
+        // Remove the credentials; where the image has no `rm`, at least empty the file.
+        let removed = docker::exec(container, vec!["rm".into(), "-f".into(), f.clone()], vec![])
+            .and_then(|(mut r, t)| {
+                std::io::copy(&mut r, &mut std::io::sink()).ok();
+                t.finish()
+            })
+            .is_ok();
+        if !removed {
+            let (dir, name) = f.rsplit_once('/').expect("an absolute path");
+            docker::upload_file(container, dir, name, b"")
+                .map_err(|e| e.context(format!("cannot remove or empty the credentials file {f} in container {container}")))?;
+        }
     }
     res
 }
 
-/// Runs `sh -c command` and stores its standard output; gated on the exit status.
-fn backup_command(pipe: &mut Feeder, file_name: &str, command: &str, progress: &dyn Progress) -> Result<Walked> {
-    run_gated(command, |stdout, what| backup_stream(pipe, file_name, Box::new(stdout), what, progress))
+/// `s` as a YAML double-quoted scalar.
+fn yaml_quoted(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
-/// Runs a mongodump `--archive` command and stores the demultiplexed collections in mongodump's
-/// directory layout under `mongodb_backup/`.
-fn backup_mongodump(pipe: &mut Feeder, command: &str, progress: &dyn Progress) -> Result<Walked> {
+/// Redis in a container: BGSAVE over the network, then its files out of the container.
+fn docker_redis(
+    pipe: &mut Feeder,
+    container: &str,
+    port: u16,
+    timeout: Duration,
+    skipped: &mut Vec<String>,
+    progress: &dyn Progress,
+) -> Result<Walked> {
+    use crate::sources::{docker, redis};
+    let host = docker::address(container)?;
+    let spec = redis::RedisSpec { host, port, data_dir: None, timeout };
+    let saved = redis::save(&spec).map_err(|e| e.context(format!("container {container}")))?;
+    let dir = saved.dir.clone().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("redis in container {container}: CONFIG GET dir is not allowed, so its data directory is unknown"),
+        )
+    })?;
+    let (reader, task) = docker::download(container, &dir)?;
+    let what = task.what().to_string();
+    let w = backup_tar(pipe, reader, Some(&saved.names), &what, skipped, progress);
+    let mut w = finish_download(w, task)?;
+    if !w.manifest.entries.iter().any(|e| e.path == saved.names[0].as_bytes()) {
+        return Err(Error::new(
+            ErrorKind::Missing,
+            format!("redis in container {container}: saved, but {dir}/{} is not there", saved.names[0]),
+        ));
+    }
+    w.labels = saved.labels;
+    Ok(w)
+}
+
+/// A download's own failure (missing path, cut connection) explains a short tar stream best.
+fn finish_download(w: Result<Walked>, task: crate::sources::docker::EngineTask) -> Result<Walked> {
+    match (w, task.finish()) {
+        (Ok(w), Ok(())) => Ok(w),
+        (Err(e), Err(t)) if t.kind() == ErrorKind::Interrupted => Err(e),
+        (_, Err(t)) => Err(t),
+        (Err(e), Ok(())) => Err(e),
+    }
+}
+
+/// Backs up a tar stream (the Docker engine's archive of a container path). The archive's top
+/// directory becomes the source's root; with `include`, only those names under it are kept.
+fn backup_tar(
+    pipe: &mut Feeder,
+    reader: impl Read,
+    include: Option<&[String]>,
+    what: &str,
+    skipped: &mut Vec<String>,
+    progress: &dyn Progress,
+) -> Result<Walked> {
+    let bad = |e: std::io::Error| Error::with_cause(ErrorKind::InvalidInput, format!("tar stream of {what}"), e);
+    progress.start("backup", None);
+    let mut archive = tar::Archive::new(reader);
+    // (entry, slot of its content); hard links resolved once every path is known
+    let mut entries: Vec<(Entry, Option<usize>)> = vec![];
+    let mut links: Vec<(Vec<u8>, Vec<u8>)> = vec![];
+    let mut top: Option<Vec<u8>> = None;
+    let mut logical = 0u64;
+    for item in archive.entries().map_err(bad)? {
+        let mut item = item.map_err(bad)?;
+        let h = item.header().clone();
+        let raw: Vec<u8> = item.path_bytes().iter().copied().collect::<Vec<u8>>();
+        let mut p: &[u8] = raw.strip_suffix(b"/").unwrap_or(&raw);
+        while let Some(rest) = p.strip_prefix(b"./") {
+            p = rest;
+        }
+        // The first entry names what was asked for: a directory (its name is dropped, so the
+        // source root is its content) or a single file (kept under its own name).
+        let top = top.get_or_insert_with(|| if h.entry_type().is_dir() { p.to_vec() } else { vec![] });
+        let rel: Vec<u8> = if top.is_empty() {
+            p.to_vec()
+        } else if p == top.as_slice() {
+            vec![]
+        } else if let Some(r) = p.strip_prefix(top.as_slice()).and_then(|r| r.strip_prefix(b"/")) {
+            r.to_vec()
+        } else {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("tar stream of {what}: {:?} is outside {:?}", String::from_utf8_lossy(p), String::from_utf8_lossy(top)),
+            ));
+        };
+        if let Some(inc) = include {
+            let first = rel.split(|&c| c == b'/').next().unwrap_or_default();
+            if !rel.is_empty() && !inc.iter().any(|n| n.as_bytes() == first) {
+                continue;
+            }
+        }
+        let meta = |kind: EntryKind| -> Result<Entry> {
+            Ok(Entry {
+                path: rel.clone(),
+                mode: h.mode().map_err(bad)? & 0o7777,
+                uid: h.uid().map_err(bad)? as u32,
+                gid: h.gid().map_err(bad)? as u32,
+                mtime_sec: h.mtime().map_err(bad)? as i64,
+                mtime_nsec: 0,
+                kind,
+            })
+        };
+        let t = h.entry_type();
+        if t.is_dir() {
+            entries.push((meta(EntryKind::Dir)?, None));
+        } else if t.is_symlink() {
+            let target = item.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+            entries.push((meta(EntryKind::Symlink { target })?, None));
+        } else if t.is_hard_link() {
+            let target = item.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+            let target = match target.strip_prefix(top.as_slice()).and_then(|r| r.strip_prefix(b"/")) {
+                Some(r) if !top.is_empty() => r.to_vec(),
+                _ => target,
+            };
+            links.push((rel.clone(), target));
+            entries.push((meta(EntryKind::Dir)?, None)); // kind set below
+        } else if t.is_file() || t == tar::EntryType::Continuous || t.is_gnu_sparse() {
+            let slot = pipe.new_slot();
+            let name = Path::new(std::ffi::OsStr::from_bytes(&rel)).to_path_buf();
+            let (size, hash) = pipe.stream(&mut item, slot, &Path::new(what).join(&name), progress)?;
+            logical += size;
+            entries.push((meta(EntryKind::File { size, chunks: vec![], hash, sparse: false })?, Some(slot)));
+        } else {
+            skipped.push(format!("{what}: {} (not a regular file, directory or link)", String::from_utf8_lossy(&rel)));
+        }
+    }
+    if top.is_none() {
+        return Err(Error::new(ErrorKind::InvalidInput, format!("tar stream of {what} is empty")));
+    }
+    entries.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    // A manifest's hard link points at the first path (in manifest order) of its file, which
+    // holds the content; a tar names the first path *it* wrote.
+    let mut groups: std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
+    for (link, target) in links {
+        groups.entry(target).or_default().push(link);
+    }
+    let find = |entries: &[(Entry, Option<usize>)], p: &[u8]| entries.binary_search_by(|e| e.0.path.as_slice().cmp(p)).ok();
+    for (file, links) in groups {
+        let fi = find(&entries, &file).filter(|&i| matches!(entries[i].0.kind, EntryKind::File { .. })).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("tar stream of {what}: hard link to {:?}, which is not a file in it", String::from_utf8_lossy(&file)),
+            )
+        })?;
+        let first = links.iter().chain(std::iter::once(&file)).min().expect("not empty").clone();
+        let holder = find(&entries, &first).expect("every link is an entry");
+        if holder != fi {
+            let kind = std::mem::replace(&mut entries[fi].0.kind, EntryKind::Dir);
+            entries[holder].0.kind = kind;
+            entries[holder].1 = entries[fi].1.take();
+        }
+        for p in links.iter().chain(std::iter::once(&file)).filter(|p| **p != first) {
+            let i = find(&entries, p).expect("every link is an entry");
+            entries[i].0.kind = EntryKind::Hardlink { target: first.clone() };
+            entries[i].1 = None;
+        }
+    }
+    let files = entries.iter().enumerate().filter_map(|(i, (_, s))| s.map(|s| (i, s))).collect();
+    progress.finish();
+    Ok(Walked { manifest: Manifest { entries: entries.into_iter().map(|(e, _)| e).collect() }, logical, files, labels: vec![] })
+}
+
+/// Reads a mongodump `--archive` from `dump` and stores the demultiplexed collections in
+/// mongodump's directory layout under `mongodb_backup/`.
+fn backup_mongodump(pipe: &mut Feeder, dump: Gated, progress: &dyn Progress) -> Result<Walked> {
     use crate::pipeline::SlotStream;
     use crate::sources::mongo::{self, Event};
     progress.start("backup", None);
@@ -416,7 +730,7 @@ fn backup_mongodump(pipe: &mut Feeder, command: &str, progress: &dyn Progress) -
     let mut done: Vec<(Vec<u8>, usize, u64, Id)> = vec![];
     let mut labels = vec![];
     let mut namespaces = 0u64;
-    run_gated(command, |stdout, what| {
+    run_gated(dump, |stdout, what| {
         let mut open: HashMap<(String, String), SlotStream> = HashMap::new();
         let path = |db: &str, coll: &str, ext: &str| {
             let mut p = b"mongodb_backup/".to_vec();
@@ -487,4 +801,97 @@ fn backup_mongodump(pipe: &mut Feeder, command: &str, progress: &dyn Progress) -
     let files = entries.iter().enumerate().filter_map(|(i, (_, s))| s.map(|s| (i, s))).collect();
     progress.finish();
     Ok(Walked { manifest: Manifest { entries: entries.into_iter().map(|(e, _)| e).collect() }, logical, files, labels })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::store::InitOptions;
+
+    fn tar_of(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        b.into_inner().unwrap()
+    }
+
+    fn header(kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o640);
+        h.set_uid(999);
+        h.set_gid(1000);
+        h.set_mtime(1_700_000_000);
+        h
+    }
+
+    fn walk(bytes: &[u8], include: Option<&[String]>) -> Result<Manifest> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(&dir.path().join("s"), InitOptions::default()).unwrap();
+        let (index, _) = Index::load_lenient(&store).unwrap();
+        let (w, _) = pipeline::run(&store, index, |f| {
+            let mut w = backup_tar(f, bytes, include, "test", &mut vec![], &NoProgress)?;
+            let mut slots = f.flush()?;
+            for (ei, slot) in &w.files {
+                if let EntryKind::File { chunks, .. } = &mut w.manifest.entries[*ei].kind {
+                    *chunks = std::mem::take(&mut slots[*slot]);
+                }
+            }
+            Ok(w)
+        })?;
+        w.manifest.validate().map_err(|e| Error::with_cause(ErrorKind::InvalidInput, "manifest", e))?;
+        Ok(w.manifest)
+    }
+
+    #[test]
+    fn a_tar_stream_becomes_the_source_tree() {
+        let bytes = tar_of(|b| {
+            b.append_data(&mut header(tar::EntryType::Directory, 0), "data/", &b""[..]).unwrap();
+            b.append_data(&mut header(tar::EntryType::Regular, 5), "data/z.rdb", &b"hello"[..]).unwrap();
+            let mut l = header(tar::EntryType::Link, 0);
+            b.append_link(&mut l, "data/a-link", "data/z.rdb").unwrap();
+            let mut s = header(tar::EntryType::Symlink, 0);
+            b.append_link(&mut s, "data/sym", "../elsewhere").unwrap();
+            b.append_data(&mut header(tar::EntryType::Directory, 0), "data/aof/", &b""[..]).unwrap();
+            b.append_data(&mut header(tar::EntryType::Regular, 3), "data/aof/x", &b"abc"[..]).unwrap();
+        });
+        let m = walk(&bytes, None).unwrap();
+        let paths: Vec<String> = m.entries.iter().map(|e| String::from_utf8_lossy(&e.path).into_owned()).collect();
+        assert_eq!(paths, ["", "a-link", "aof", "aof/x", "sym", "z.rdb"]);
+        // The first path in manifest order holds the content; the tar's first one links to it.
+        assert!(matches!(&m.entries[1].kind, EntryKind::File { size: 5, .. }));
+        assert!(matches!(&m.entries[5].kind, EntryKind::Hardlink { target } if target == b"a-link"));
+        assert!(matches!(&m.entries[4].kind, EntryKind::Symlink { target } if target == b"../elsewhere"));
+        assert_eq!((m.entries[3].mode, m.entries[3].uid, m.entries[3].gid, m.entries[3].mtime_sec), (0o640, 999, 1000, 1_700_000_000));
+        // Only the named top-level entries.
+        let m = walk(&bytes, Some(&["aof".to_string()])).unwrap();
+        let paths: Vec<String> = m.entries.iter().map(|e| String::from_utf8_lossy(&e.path).into_owned()).collect();
+        assert_eq!(paths, ["", "aof", "aof/x"]);
+    }
+
+    #[test]
+    fn hostile_or_broken_tar_streams_are_refused() {
+        let outside = tar_of(|b| {
+            b.append_data(&mut header(tar::EntryType::Directory, 0), "data/", &b""[..]).unwrap();
+            let mut h = header(tar::EntryType::Regular, 4);
+            // Written raw: tar::Builder itself refuses `..`.
+            h.as_gnu_mut().unwrap().name[..18].copy_from_slice(b"data/../etc/passwd");
+            h.set_cksum();
+            b.append(&h, &b"root"[..]).unwrap();
+        });
+        let e = walk(&outside, None).unwrap_err();
+        assert!(e.to_string().contains(".."), "{e}");
+        let mut cut = tar_of(|b| {
+            b.append_data(&mut header(tar::EntryType::Regular, 100_000), "big", &vec![7u8; 100_000][..]).unwrap();
+        });
+        cut.truncate(20_000);
+        assert!(walk(&cut, None).is_err(), "a cut stream must fail");
+        assert!(walk(&[], None).unwrap_err().to_string().contains("empty"));
+        let dangling = tar_of(|b| {
+            b.append_data(&mut header(tar::EntryType::Directory, 0), "d/", &b""[..]).unwrap();
+            b.append_link(&mut header(tar::EntryType::Link, 0), "d/l", "d/missing").unwrap();
+        });
+        assert!(walk(&dangling, None).unwrap_err().to_string().contains("missing"));
+    }
 }

@@ -30,10 +30,9 @@ fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
             SourceInput::Stream { file_name: a.stdin_name.clone(), reader: Box::new(std::io::stdin()) }
         } else if path.starts_with("redis://") {
             SourceInput::Redis(RedisSpec::parse(path)?)
-        } else if let Some(rest) = path.strip_prefix("docker-paused:") {
-            let (container, dir) =
-                rest.split_once(':').ok_or_else(|| anyhow!("--source {s:?}: expected docker-paused:CONTAINER:HOSTDIR"))?;
-            SourceInput::PausedContainer { container: container.to_string(), path: dir.into() }
+        } else if let Some(rest) = path.strip_prefix("docker-") {
+            let file_name = if a.stdin_name == "stdin" { "stdout".to_string() } else { a.stdin_name.clone() };
+            parse_docker(rest, file_name).map_err(|e| anyhow!("--source {s:?}: {e}"))?
         } else if let Some(rest) = path.strip_prefix("frozen:") {
             SourceInput::Frozen { path: frozen_dir(rest)?, pid: frozen_pid(rest)? }
         } else if let Some(command) = path.strip_prefix("mongodump:") {
@@ -55,6 +54,60 @@ fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
         out.push(SourceSpec { name: name.to_string(), input });
     }
     Ok(out)
+}
+
+/// The part after `docker-` of a Docker source: `mongodump:CONTAINER[ MORE ARGS]`,
+/// `redis:CONTAINER[:PORT][?timeout=SECS]`, `copy:CONTAINER:/PATH`, `exec:CONTAINER:COMMAND`
+/// or `paused:CONTAINER:HOSTDIR`.
+fn parse_docker(spec: &str, file_name: String) -> Result<SourceInput> {
+    const FORMS: &str = "docker-mongodump:CONTAINER, docker-redis:CONTAINER[:PORT], docker-copy:CONTAINER:/PATH, docker-exec:CONTAINER:COMMAND or docker-paused:CONTAINER:HOSTDIR";
+    let (kind, rest) = spec.split_once(':').ok_or_else(|| anyhow!("expected {FORMS}"))?;
+    let two = |what: &str| -> Result<(String, String)> {
+        let (c, x) = rest
+            .split_once(':')
+            .filter(|(c, x)| !c.is_empty() && !x.is_empty())
+            .ok_or_else(|| anyhow!("expected docker-{kind}:CONTAINER:{what}"))?;
+        Ok((c.to_string(), x.to_string()))
+    };
+    Ok(match kind {
+        "mongodump" => {
+            let mut words = rest.split_whitespace().map(str::to_string);
+            let container = words.next().ok_or_else(|| anyhow!("expected docker-mongodump:CONTAINER"))?;
+            SourceInput::DockerMongoDump { container, args: words.collect() }
+        }
+        "redis" => {
+            let (addr, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let (container, port) = match addr.split_once(':') {
+                Some((c, p)) => (c, p.parse().map_err(|_| anyhow!("bad port {p:?}"))?),
+                None => (addr, 6379),
+            };
+            if container.is_empty() {
+                bail!("expected docker-redis:CONTAINER[:PORT]");
+            }
+            let timeout = match query.split_once('=') {
+                None if query.is_empty() => std::time::Duration::from_secs(600),
+                Some(("timeout", t)) => std::time::Duration::from_secs(t.parse().map_err(|_| anyhow!("bad timeout {t:?}"))?),
+                _ => bail!("unknown option {query:?} (only timeout=SECS)"),
+            };
+            SourceInput::DockerRedis { container: container.to_string(), port, timeout }
+        }
+        "copy" => {
+            let (container, path) = two("/PATH")?;
+            if !path.starts_with('/') {
+                bail!("the path inside the container must be absolute, not {path:?}");
+            }
+            SourceInput::DockerCopy { container, path }
+        }
+        "exec" => {
+            let (container, command) = two("COMMAND")?;
+            SourceInput::DockerExec { container, file_name, command }
+        }
+        "paused" => {
+            let (container, dir) = two("HOSTDIR")?;
+            SourceInput::PausedContainer { container, path: dir.into() }
+        }
+        _ => bail!("unknown Docker source docker-{kind}; expected {FORMS}"),
+    })
 }
 
 /// `DIR?pid=N` or `DIR?pidfile=PATH` of a `frozen:` source.
@@ -98,8 +151,11 @@ fn config_sources(cfg: &Config, only: &[String]) -> Result<Vec<SourceSpec>> {
             SourceInput::MongoDump { command: c.clone() }
         } else if let Some(f) = &s.frozen {
             SourceInput::Frozen { path: frozen_dir(f)?, pid: frozen_pid(f)? }
+        } else if let Some(d) = &s.docker {
+            parse_docker(d, s.file_name.clone().unwrap_or_else(|| "stdout".into()))
+                .map_err(|e| anyhow!("[[source]] {:?}: docker = {d:?}: {e}", s.name))?
         } else {
-            bail!("[[source]] {:?} has no path, command, mongodump, frozen or redis", s.name);
+            bail!("[[source]] {:?} has no path, command, mongodump, frozen, redis or docker", s.name);
         };
         out.push(SourceSpec { name: s.name.clone(), input });
     }

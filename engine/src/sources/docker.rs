@@ -124,3 +124,228 @@ pub fn run_watchdog(name: &str) -> i32 {
         Err(_) => 1,
     }
 }
+
+/// Bytes coming out of the Docker engine (an exec's standard output, a tar archive of a
+/// container path), read synchronously. A thread with its own runtime and its own connection
+/// drives the request and hands the bytes over a small bounded channel, so a slow consumer
+/// holds the producer back instead of buffering the stream in memory.
+pub struct EngineReader {
+    rx: std::sync::mpsc::Receiver<std::result::Result<bytes::Bytes, String>>,
+    cur: bytes::Bytes,
+}
+
+impl Read for EngineReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => self.cur = b,
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(_) => return Ok(0), // the request ended; how it ended is `EngineTask::finish`'s
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
+    }
+}
+
+/// The request behind an [`EngineReader`]; `finish` tells whether it succeeded.
+pub struct EngineTask {
+    what: String,
+    worker: std::thread::JoinHandle<Result<()>>,
+}
+
+impl EngineTask {
+    /// Waits for the request to end (drop the reader first, or read it to the end). For an
+    /// exec, success means the command exited 0.
+    ///
+    /// # Errors
+    /// A non-zero exit (with the tail of its stderr), a cut connection, the engine's refusal.
+    pub fn finish(self) -> Result<()> {
+        self.worker.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Io, format!("{}: the Docker client thread panicked", self.what))))
+    }
+
+    /// What runs, for messages: e.g. "`mongodump --archive` in container rpger-mongodb".
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+type Chunks = std::sync::mpsc::SyncSender<std::result::Result<bytes::Bytes, String>>;
+
+/// Runs `job` on a new thread with its own runtime and engine connection.
+fn spawn_engine<F, Fut>(what: String, job: F) -> Result<(EngineReader, EngineTask)>
+where
+    F: FnOnce(bollard::Docker, Chunks, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    // Eight 1 MiB frames in flight at most.
+    let (tx, rx) = std::sync::mpsc::sync_channel(8);
+    let w = what.clone();
+    let worker = std::thread::Builder::new()
+        .name("docker-stream".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::with_cause(ErrorKind::Io, "cannot start the Docker client runtime", e))?;
+            let api = bollard::Docker::connect_with_local_defaults()
+                .map_err(|e| Error::with_cause(ErrorKind::Missing, "cannot reach the Docker engine", e))?;
+            rt.block_on(job(api, tx, w))
+        })
+        .map_err(|e| Error::with_cause(ErrorKind::Io, "cannot start the Docker client thread", e))?;
+    Ok((EngineReader { rx, cur: bytes::Bytes::new() }, EngineTask { what, worker }))
+}
+
+fn aborted(what: &str) -> Error {
+    Error::new(ErrorKind::Interrupted, format!("{what}: stopped reading (the backup of this source failed)"))
+}
+
+/// Checks that `container` exists and runs unpaused (an exec into a paused one would hang).
+fn require_running(container: &str) -> Result<()> {
+    match Docker::connect()?.state(container)? {
+        (true, false) => Ok(()),
+        (_, true) => Err(Error::new(ErrorKind::InvalidInput, format!("container {container} is paused"))),
+        (false, _) => Err(Error::new(ErrorKind::InvalidInput, format!("container {container} is not running"))),
+    }
+}
+
+/// Runs `argv` in `container` (no TTY, so stdout arrives byte-exact, separate from stderr) and
+/// streams its standard output. `env` entries (`KEY=value`) are set for the command only and
+/// never appear in messages.
+///
+/// # Errors
+/// No engine, no such container, a container that is not running; the command's own failure
+/// is reported by [`EngineTask::finish`].
+pub fn exec(container: &str, argv: Vec<String>, env: Vec<String>) -> Result<(EngineReader, EngineTask)> {
+    use bollard::container::LogOutput;
+    use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+    use futures_util::StreamExt;
+    require_running(container)?;
+    let what = format!("`{}` in container {container}", argv.join(" "));
+    let container = container.to_string();
+    spawn_engine(what, move |api, tx, what| async move {
+        let engine_err = |e: bollard::errors::Error| Error::with_cause(ErrorKind::Io, what.clone(), e);
+        let opts = CreateExecOptions {
+            cmd: Some(argv),
+            env: Some(env),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            ..Default::default()
+        };
+        let id = api.create_exec(&container, opts).await.map_err(engine_err)?.id;
+        let start = StartExecOptions { detach: false, tty: false, output_capacity: Some(1 << 20) };
+        let StartExecResults::Attached { mut output, .. } = api.start_exec(&id, Some(start)).await.map_err(engine_err)? else {
+            return Err(Error::new(ErrorKind::Io, format!("{what}: the engine did not attach to the command")));
+        };
+        let mut err_tail: Vec<u8> = vec![];
+        while let Some(item) = output.next().await {
+            match item {
+                Ok(LogOutput::StdOut { message }) => {
+                    if tx.send(Ok(message)).is_err() {
+                        return Err(aborted(&what));
+                    }
+                }
+                Ok(LogOutput::StdErr { message }) => {
+                    err_tail.extend_from_slice(&message);
+                    let cut = err_tail.len().saturating_sub(2000);
+                    err_tail.drain(..cut);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(format!("{what}: stream cut: {e}")));
+                    return Err(engine_err(e));
+                }
+            }
+        }
+        drop(tx);
+        // The stream ends when the command closes its output; its exit may lag a little.
+        let t0 = std::time::Instant::now();
+        let code = loop {
+            let r = api.inspect_exec(&id).await.map_err(engine_err)?;
+            if r.running != Some(true) || t0.elapsed() > std::time::Duration::from_secs(30) {
+                break r.exit_code;
+            }
+            tokio::task::yield_now().await;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let tail = String::from_utf8_lossy(&err_tail).trim().replace('\n', " | ");
+        let tail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
+        match code {
+            Some(0) => Ok(()),
+            Some(c) => Err(Error::new(ErrorKind::InvalidInput, format!("{what} exited with status {c}; nothing is committed{tail}"))),
+            None => Err(Error::new(ErrorKind::InvalidInput, format!("{what}: no exit status (still running?){tail}"))),
+        }
+    })
+}
+
+/// Streams `path` of `container` as the engine's tar archive (GET /containers/{id}/archive);
+/// works on a paused container, which is how a consistent copy is taken.
+///
+/// # Errors
+/// No engine or no such container; a missing path is reported by [`EngineTask::finish`] (and
+/// the reader ends early).
+pub fn download(container: &str, path: &str) -> Result<(EngineReader, EngineTask)> {
+    use futures_util::StreamExt;
+    Docker::connect()?.state(container)?;
+    let what = format!("{path} in container {container}");
+    let (container, path) = (container.to_string(), path.to_string());
+    spawn_engine(what, move |api, tx, what| async move {
+        let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default().path(&path).build();
+        let mut s = std::pin::pin!(api.download_from_container(&container, Some(opts)));
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => {
+                    if tx.send(Ok(b)).is_err() {
+                        return Err(aborted(&what));
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(format!("{what}: {e}")));
+                    return Err(Error::with_cause(ErrorKind::Missing, format!("cannot copy {what}"), e));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Writes one file into `container` at `dir/name` (mode 0600), through a tar upload.
+///
+/// # Errors
+/// No engine, no such container or directory, the engine's refusal.
+pub fn upload_file(container: &str, dir: &str, name: &str, content: &[u8]) -> Result<()> {
+    let d = Docker::connect()?;
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o600);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    let what = format!("{dir}/{name} in container {container}");
+    tar.append_data(&mut h, name, content).map_err(|e| Error::with_cause(ErrorKind::Io, format!("cannot write {what}"), e))?;
+    let body = tar.into_inner().map_err(|e| Error::with_cause(ErrorKind::Io, format!("cannot write {what}"), e))?;
+    let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default().path(dir).build();
+    d.rt.block_on(d.api.upload_to_container(container, Some(opts), bollard::body_full(body.into())))
+        .map_err(|e| Error::with_cause(ErrorKind::Io, format!("cannot write {what}"), e))
+}
+
+/// The container's address on its first network, to reach a server in it from this host.
+///
+/// # Errors
+/// No engine, no such container, or a container without an address (network mode none/host).
+pub fn address(container: &str) -> Result<String> {
+    let d = Docker::connect()?;
+    let r =
+        d.rt.block_on(d.api.inspect_container(container, None))
+            .map_err(|e| Error::with_cause(ErrorKind::Missing, format!("container {container}"), e))?;
+    let nets = r.network_settings.and_then(|n| n.networks).unwrap_or_default();
+    let mut addrs: Vec<(String, String)> =
+        nets.into_iter().filter_map(|(net, e)| e.ip_address.filter(|a| !a.is_empty()).map(|a| (net, a))).collect();
+    addrs.sort();
+    addrs.into_iter().next().map(|(_, a)| a).ok_or_else(|| {
+        Error::new(ErrorKind::InvalidInput, format!("container {container} has no network address (network mode none or host?)"))
+    })
+}

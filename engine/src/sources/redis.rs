@@ -185,19 +185,55 @@ pub struct Prepared {
     pub labels: Vec<(String, String)>,
 }
 
+/// A completed save, as the server describes it.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    /// `CONFIG GET dir` (a path on the server's side), when allowed.
+    pub dir: Option<String>,
+    /// The dump file name (`dump.rdb`), then the AOF directory and file names the server uses;
+    /// which of them exist is for the copier to see.
+    pub names: Vec<String>,
+    /// `(key, value)` facts for the snapshot, e.g. `keyspace.db0` -> `keys=3,expires=0,avg_ttl=0`.
+    pub labels: Vec<(String, String)>,
+}
+
 /// Runs `BGSAVE` and waits until it has completed successfully; returns what to copy.
 ///
 /// # Errors
 /// Unreachable server, a failed or timed-out save, an unknown data directory: each named.
 pub fn prepare(spec: &RedisSpec) -> Result<Prepared> {
+    let saved = save(spec)?;
+    let what = format!("redis {}:{}", spec.host, spec.port);
+    let data_dir = match (&spec.data_dir, &saved.dir) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => PathBuf::from(d),
+        (None, None) => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{what}: CONFIG GET dir is not allowed; give the data directory as ?dir=/path"),
+            ))
+        }
+    };
+    let mut include = vec![saved.names[0].clone()];
+    include.extend(saved.names[1..].iter().filter(|n| data_dir.join(n).exists()).cloned());
+    if !data_dir.join(&include[0]).is_file() {
+        return Err(Error::new(
+            ErrorKind::Missing,
+            format!("{what}: saved, but {} does not exist here (is the server local? give ?dir=)", data_dir.join(&include[0]).display()),
+        ));
+    }
+    Ok(Prepared { data_dir, include, labels: saved.labels })
+}
+
+/// Runs `BGSAVE` and waits until it has completed successfully (`rdb_bgsave_in_progress:0`, the
+/// save counter or `LASTSAVE` moved, `rdb_last_bgsave_status:ok`), within `spec.timeout`.
+///
+/// # Errors
+/// Unreachable server, a refused, failed or timed-out save: each named.
+pub fn save(spec: &RedisSpec) -> Result<Saved> {
     let mut c = Conn::open(spec)?;
     let what = c.what.clone();
-    let data_dir = match &spec.data_dir {
-        Some(d) => d.clone(),
-        None => PathBuf::from(c.config("dir")?.ok_or_else(|| {
-            Error::new(ErrorKind::InvalidInput, format!("{what}: CONFIG GET dir is not allowed; give the data directory as ?dir=/path"))
-        })?),
-    };
+    let dir = c.config("dir")?;
     let dbfilename = c.config("dbfilename")?.unwrap_or_else(|| "dump.rdb".into());
     let saves = |c: &mut Conn| -> Result<(Option<i64>, i64)> {
         let info = c.info("persistence")?;
@@ -253,19 +289,9 @@ pub fn prepare(spec: &RedisSpec) -> Result<Prepared> {
     if let Some(v) = c.info("server")?.into_iter().find(|(k, _)| k == "redis_version") {
         labels.push(("redis_version".into(), v.1));
     }
-    let mut include = vec![dbfilename];
-    for name in [c.config("appenddirname")?, c.config("appendfilename")?].into_iter().flatten() {
-        if !name.is_empty() && data_dir.join(&name).exists() {
-            include.push(name);
-        }
-    }
-    if !data_dir.join(&include[0]).is_file() {
-        return Err(Error::new(
-            ErrorKind::Missing,
-            format!("{what}: saved, but {} does not exist here (is the server local? give ?dir=)", data_dir.join(&include[0]).display()),
-        ));
-    }
-    Ok(Prepared { data_dir, include, labels })
+    let mut names = vec![dbfilename];
+    names.extend([c.config("appenddirname")?, c.config("appendfilename")?].into_iter().flatten().filter(|n| !n.is_empty()));
+    Ok(Saved { dir, names, labels })
 }
 
 fn wait_idle(c: &mut Conn, timeout: Duration, start: Instant) -> Result<()> {
