@@ -338,3 +338,31 @@ fn apply_retention(cli: &Cli, store: &Store, ret: &config::Retention, a: &Backup
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_source_forms() {
+        let p = |s: &str| parse_docker(s, "out".into());
+        assert!(matches!(p("mongodump:rpger-mongodb --db=rpger").unwrap(),
+            SourceInput::DockerMongoDump { container, args } if container == "rpger-mongodb" && args == ["--db=rpger"]));
+        assert!(matches!(p("redis:r1:6380?timeout=5").unwrap(),
+            SourceInput::DockerRedis { container, port: 6380, timeout } if container == "r1" && timeout.as_secs() == 5));
+        assert!(matches!(p("redis:r1").unwrap(), SourceInput::DockerRedis { port: 6379, .. }));
+        assert!(matches!(p("copy:c:/data").unwrap(), SourceInput::DockerCopy { path, .. } if path == "/data"));
+        assert!(
+            matches!(p("exec:c:cat /x | gzip -1").unwrap(), SourceInput::DockerExec { command, file_name, .. } if command == "cat /x | gzip -1" && file_name == "out")
+        );
+        assert!(matches!(p("paused:c:/data2/rpger/chroma").unwrap(), SourceInput::PausedContainer { .. }));
+        for bad in
+            ["mongodump:", "redis::1", "redis:c:port", "redis:c?x=1", "copy:c:rel/path", "copy:c", "exec:c:", "paused::/d", "nope:c", "x"]
+        {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        // The example config's sources all parse.
+        let cfg: Config = toml::from_str(config::EXAMPLE).unwrap();
+        assert_eq!(config_sources(&cfg, &[]).unwrap().len(), 3);
+    }
+}
