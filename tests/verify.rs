@@ -148,7 +148,7 @@ fn healthy_store_passes_quick_and_deep_and_logs_each_run() {
     let f = fixture();
     let q = verify_json(&f, &[], 0);
     assert_eq!(q["snapshots"].as_array().unwrap().len(), 1, "quick verify checks the latest by default");
-    let d = verify_json(&f, &["--all", "--deep"], 0);
+    let d = verify_json(&f, &["--all", "--deep", "--files"], 0);
     assert_eq!(d["snapshots"].as_array().unwrap().len(), 3);
     assert!(d["chunks_checked"].as_u64().unwrap() > 100 && d["files_checked"].as_u64().unwrap() > 5);
     let log = fs::read_to_string(f.dir.join("logs/backup-verify.log")).unwrap();

@@ -125,6 +125,11 @@ pub struct BackupArgs {
     /// Skip the check that the store's filesystem has room for the expected new data.
     #[arg(long)]
     pub no_space_check: bool,
+    /// Store every new chunk whole (compressed alone) instead of as a delta against a similar
+    /// chunk already in the store. Deltas make a night cost what changed; this is for
+    /// comparisons and for stores that must not depend on older chunks.
+    #[arg(long)]
+    pub no_delta: bool,
     /// Directory of backup.log [default: the config's `log_dir`, else /data2/rpger/logs].
     #[arg(long)]
     pub log_dir: Option<PathBuf>,
@@ -171,7 +176,8 @@ pub struct RestoreArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "Exit codes: 0 everything checked is sound; 1 damage found (each damaged object and every \
 file that depends on it is named); 2 verify could not run.\n\nExamples:\n  rpger-store verify                 # quick check of the latest snapshot\n  \
-rpger-store verify --deep --all     # every blob and every file of every snapshot\n  \
+rpger-store verify --deep --all     # every stored blob, rebuilt and re-hashed\n  \
+rpger-store verify --deep --files --all   # and every file of every snapshot end to end\n  \
 rpger-store verify --deep --all --read-data-subset 3/7   # a seventh of the packs (nightly rotation)")]
 pub struct VerifyArgs {
     /// Snapshot name or `latest` (default).
@@ -180,10 +186,15 @@ pub struct VerifyArgs {
     /// Check every snapshot.
     #[arg(long)]
     pub all: bool,
-    /// Read every pack (memory-mapped), decompress and re-hash every blob, and re-hash every file
-    /// end to end.
+    /// Read every pack (memory-mapped), decompress and re-hash every blob (rebuilding each
+    /// delta from its bases): every stored byte is checked.
     #[arg(long)]
     pub deep: bool,
+    /// With --deep: also re-read every file of the checked snapshots end to end and compare it
+    /// with its recorded whole-file BLAKE3 (proves the manifests' chunk lists; reads every
+    /// logical byte, so it takes several times longer).
+    #[arg(long, requires = "deep", conflicts_with = "read_data_subset")]
+    pub files: bool,
     /// With --deep: only read part N of M of the packs (by pack id; the M parts cover every pack
     /// exactly once). The end-to-end file pass is skipped.
     #[arg(long, value_name = "N/M", requires = "deep")]

@@ -102,6 +102,10 @@ pub enum SourceInput {
     },
 }
 
+/// Snapshot label (after `SOURCE.`) with the bytes delta encoding saved on that source's new
+/// chunks, estimated against compressing them alone.
+pub const DELTA_SAVED_LABEL: &str = "delta_saved_bytes";
+
 /// One named source of a backup.
 pub struct SourceSpec {
     /// Source name: restored into `TARGET/<name>`.
@@ -126,13 +130,24 @@ pub struct BackupOptions {
     /// Commit the sources that succeeded when others fail; the snapshot is then labelled
     /// `partial` (and never counts toward retention).
     pub allow_partial: bool,
+    /// Store a new chunk as a delta against a similar chunk already stored, when that is
+    /// clearly smaller than compressing it alone.
+    pub delta: bool,
 }
 
 impl BackupOptions {
     /// Options for `sources` with the defaults: UTC names, now, no labels, no lock wait, all or
     /// nothing.
     pub fn new(sources: Vec<SourceSpec>) -> Self {
-        BackupOptions { sources, local_time: false, time_unix_ns: None, labels: vec![], lock_wait: Duration::ZERO, allow_partial: false }
+        BackupOptions {
+            sources,
+            local_time: false,
+            time_unix_ns: None,
+            labels: vec![],
+            lock_wait: Duration::ZERO,
+            allow_partial: false,
+            delta: true,
+        }
     }
 }
 
@@ -177,7 +192,8 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
     let mut specs = opts.sources;
     specs.sort_by(|a, b| a.name.cmp(&b.name));
     let allow_partial = opts.allow_partial;
-    let ((sources, skipped, bytes_read, source_labels, failed), stats) = pipeline::run(store, index, |feeder| {
+    let popts = pipeline::PipelineOptions { delta: opts.delta };
+    let ((sources, skipped, bytes_read, source_labels, failed), stats) = pipeline::run(store, index, popts, |feeder| {
         let mut skipped = vec![];
         let mut walked = vec![];
         let mut failed: Vec<(String, String)> = vec![];
@@ -205,6 +221,10 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
         let mut source_labels = vec![];
         for (name, Walked { mut manifest, logical, files, labels }) in walked {
             source_labels.extend(labels.into_iter().map(|(k, v)| (format!("{name}.{k}"), v)));
+            let saved: u64 = files.iter().map(|(_, slot)| feeder.delta_saved.get(*slot).copied().unwrap_or(0)).sum();
+            if saved > 0 {
+                source_labels.push((format!("{name}.{DELTA_SAVED_LABEL}"), saved.to_string()));
+            }
             for (ei, slot) in files {
                 if let EntryKind::File { chunks, .. } = &mut manifest.entries[ei].kind {
                     *chunks = std::mem::take(&mut slots[slot]);
@@ -830,7 +850,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::init(&dir.path().join("s"), InitOptions::default()).unwrap();
         let (index, _) = Index::load_lenient(&store).unwrap();
-        let (w, _) = pipeline::run(&store, index, |f| {
+        let (w, _) = pipeline::run(&store, index, pipeline::PipelineOptions { delta: false }, |f| {
             let mut w = backup_tar(f, bytes, include, "test", &mut vec![], &NoProgress)?;
             let mut slots = f.flush()?;
             for (ei, slot) in &w.files {

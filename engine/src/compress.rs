@@ -64,6 +64,8 @@ pub fn decompress_into(encoding: Encoding, stored: &[u8], raw_len: usize, out: &
                 Err(e) => Err(Error::with_cause(ErrorKind::Corrupt, "blob does not decompress", e)),
             }
         }
+        // Rebuilding a delta needs its bases: `delta::ChunkReader` does that.
+        Encoding::ZstdDelta => Err(Error::new(ErrorKind::Corrupt, "a delta blob cannot be decoded without its bases")),
     }
 }
 

@@ -11,13 +11,15 @@
 
 use crate::chunking::{cut_points, ChunkParams};
 use crate::compress;
+use crate::delta::{self, ChunkReader, Resemblance};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::progress::Progress;
 use crate::store::index::Index;
-use crate::store::pack::{FinishedPack, PackWriter};
+use crate::store::pack::{FinishedPack, PackReader, PackWriter};
 use crate::store::Store;
 use memmap2::{Mmap, MmapOptions};
 use rayon::prelude::*;
+use rpger_formats::delta::Features;
 use rpger_formats::pack::Encoding;
 use rpger_formats::Id;
 use std::collections::HashSet;
@@ -42,6 +44,17 @@ pub(crate) struct PipelineStats {
     pub new_raw: u64,
     pub new_stored: u64,
     pub packs: u64,
+    /// New chunks stored as deltas, their raw bytes and their stored bytes.
+    pub delta_chunks: u64,
+    pub delta_raw: u64,
+    pub delta_stored: u64,
+}
+
+/// How new chunks are encoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PipelineOptions {
+    /// Try a delta against a similar stored chunk before plain compression.
+    pub delta: bool,
 }
 
 /// Memory that chunks borrow from: a mapped file window or a read buffer.
@@ -91,17 +104,31 @@ enum ToWriter {
 const INDEX_FLUSH_ENTRIES: usize = 65_536;
 
 /// Runs `f` with a [`Feeder`] while the processor and writer threads do the rest.
-pub(crate) fn run<T>(store: &Store, index: Index, f: impl FnOnce(&mut Feeder) -> Result<T>) -> Result<(T, PipelineStats)> {
+pub(crate) fn run<T>(
+    store: &Store,
+    index: Index,
+    opts: PipelineOptions,
+    f: impl FnOnce(&mut Feeder) -> Result<T>,
+) -> Result<(T, PipelineStats)> {
+    let resemblance = if opts.delta { Resemblance::load(store, &index)? } else { Resemblance::default() };
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel::<ToProcessor>(1);
-        let (reply_tx, reply_rx) = sync_channel::<Result<Vec<Vec<Id>>>>(1);
+        let (reply_tx, reply_rx) = sync_channel::<Result<Flushed>>(1);
         let (wtx, wrx) = sync_channel::<ToWriter>(1);
         // Unbounded but tiny: one message per durable pack.
         let (done_tx, done_rx) = std::sync::mpsc::channel::<FinishedPack>();
         let writer = scope.spawn(move || write_packs(store, wrx, done_tx));
-        let processor = scope.spawn(move || process(store, index, rx, reply_tx, wtx, done_rx));
-        let mut feeder =
-            Feeder { params: store.chunk_params(), tx, reply: reply_rx, batch: vec![], batch_bytes: 0, next_slot: 0, bytes_read: 0 };
+        let processor = scope.spawn(move || process(store, index, opts, resemblance, rx, reply_tx, wtx, done_rx));
+        let mut feeder = Feeder {
+            params: store.chunk_params(),
+            tx,
+            reply: reply_rx,
+            batch: vec![],
+            batch_bytes: 0,
+            next_slot: 0,
+            bytes_read: 0,
+            delta_saved: vec![],
+        };
         let out = f(&mut feeder);
         drop(feeder);
         let stats = processor.join().map_err(|_| Error::new(ErrorKind::Io, "backup processor thread panicked"))?;
@@ -114,12 +141,21 @@ pub(crate) fn run<T>(store: &Store, index: Index, f: impl FnOnce(&mut Feeder) ->
 pub(crate) struct Feeder {
     params: ChunkParams,
     tx: SyncSender<ToProcessor>,
-    reply: Receiver<Result<Vec<Vec<Id>>>>,
+    reply: Receiver<Result<Flushed>>,
     batch: Vec<Pending>,
     batch_bytes: usize,
     next_slot: usize,
     /// Bytes read from sources so far.
     pub bytes_read: u64,
+    /// After [`Feeder::flush`]: per slot, bytes delta encoding saved (estimated against plain
+    /// compression of the same chunk).
+    pub delta_saved: Vec<u64>,
+}
+
+/// What a flush returns: per slot, its chunk ids and the bytes delta encoding saved.
+struct Flushed {
+    slots: Vec<Vec<Id>>,
+    delta_saved: Vec<u64>,
 }
 
 fn stopped() -> Error {
@@ -138,8 +174,10 @@ impl Feeder {
     pub fn flush(&mut self) -> Result<Vec<Vec<Id>>> {
         self.send_batch()?;
         self.tx.send(ToProcessor::Flush).map_err(|_| stopped())?;
-        let mut slots = self.reply.recv().map_err(|_| stopped())??;
+        let Flushed { mut slots, mut delta_saved } = self.reply.recv().map_err(|_| stopped())??;
         slots.resize(self.next_slot, vec![]);
+        delta_saved.resize(self.next_slot, 0);
+        self.delta_saved = delta_saved;
         self.next_slot = 0;
         Ok(slots)
     }
@@ -271,20 +309,77 @@ fn map_readonly(f: &File, offset: u64, len: usize) -> std::io::Result<Mmap> {
     unsafe { MmapOptions::new().offset(offset).len(len).map(f) }
 }
 
+/// A new chunk's blob, and its features when it is stored whole (a future base).
+struct Encoded {
+    blob: Blob,
+    features: Option<Features>,
+    /// Estimated bytes saved by a delta encoding (0 for whole chunks).
+    saved: u64,
+}
+
+/// Encodes one new chunk: as a delta when a similar stored chunk makes it clearly smaller than
+/// plain compression would, else plain (zstd, or raw when that does not shrink it).
+fn encode(
+    id: Id,
+    data: &[u8],
+    level: i32,
+    delta_on: bool,
+    resemblance: &Resemblance,
+    chunks: &ChunkReader,
+    buf: &mut (Vec<u8>, Vec<u8>),
+) -> Encoded {
+    let features = delta_on.then(|| delta::features(data));
+    if let Some(base) = features.as_ref().filter(|_| !resemblance.is_empty()).and_then(|f| resemblance.best(f)) {
+        if let Some(loc) = chunks.index.get(&base) {
+            // A damaged or vanished base only costs the delta: the chunk is stored whole.
+            if chunks.packs.read_chunk_into(&base, &loc, &mut buf.0, &mut buf.1, true).is_ok() {
+                if let Ok(frame) = delta::compress(data, &buf.1, level) {
+                    let blob = rpger_formats::delta::encode_blob(&[base], &frame);
+                    // What plain compression would give, from the base's own ratio.
+                    let estimate = (loc.len as u64 * data.len() as u64 / (loc.raw_len as u64).max(1)).max(1);
+                    let plain = if (blob.len() as u64) * 3 < estimate { None } else { Some(compress::compress(data, level)) };
+                    match plain {
+                        Some((enc, stored)) if stored.len() <= blob.len() => {
+                            return Encoded { blob: (id, enc, stored, data.len() as u32), features, saved: 0 };
+                        }
+                        Some((_, stored)) => {
+                            let saved = (stored.len() - blob.len()) as u64;
+                            return Encoded { blob: (id, Encoding::ZstdDelta, blob, data.len() as u32), features: None, saved };
+                        }
+                        None => {
+                            let saved = estimate.saturating_sub(blob.len() as u64);
+                            return Encoded { blob: (id, Encoding::ZstdDelta, blob, data.len() as u32), features: None, saved };
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let (enc, stored) = compress::compress(data, level);
+    Encoded { blob: (id, enc, stored, data.len() as u32), features, saved: 0 }
+}
+
 /// Stage 2: hash, dedup, compress.
+#[allow(clippy::too_many_arguments)]
 fn process(
     store: &Store,
     mut index: Index,
+    opts: PipelineOptions,
+    resemblance: Resemblance,
     rx: Receiver<ToProcessor>,
-    reply: SyncSender<Result<Vec<Vec<Id>>>>,
+    reply: SyncSender<Result<Flushed>>,
     wtx: SyncSender<ToWriter>,
     done: Receiver<FinishedPack>,
 ) -> PipelineStats {
     let level = store.config().zstd_level;
     let mut stats = PipelineStats::default();
+    let packs = PackReader::new(store);
     // New chunks sent to the writer whose pack is not durable yet (at most a pack's worth).
     let mut in_flight: HashSet<Id> = HashSet::new();
     let mut slots: Vec<Vec<Id>> = vec![];
+    let mut delta_saved: Vec<u64> = vec![];
+    // Features of the chunks this run stores whole, written at the flush.
+    let mut new_features: Vec<(Id, Features)> = vec![];
     // Moves durable packs into the index; writes a segment when enough have gathered.
     let absorb = |index: &mut Index, in_flight: &mut HashSet<Id>, stats: &mut PipelineStats, threshold: usize| -> Result<()> {
         for p in done.try_iter() {
@@ -309,13 +404,31 @@ fn process(
                 }
                 let ids: Vec<Id> = batch.par_iter().map(|p| Id::of(p.bytes())).collect();
                 let fresh: Vec<usize> = (0..ids.len()).filter(|&i| !index.contains(&ids[i]) && in_flight.insert(ids[i])).collect();
-                let blobs: Vec<Blob> = fresh
+                let chunks = ChunkReader { index: &index, packs: &packs };
+                let encoded: Vec<Encoded> = fresh
                     .par_iter()
-                    .map(|&i| {
-                        let (enc, stored) = compress::compress(batch[i].bytes(), level);
-                        (ids[i], enc, stored, batch[i].len as u32)
-                    })
+                    .map_init(
+                        || (Vec::new(), Vec::new()),
+                        |buf, &i| encode(ids[i], batch[i].bytes(), level, opts.delta, &resemblance, &chunks, buf),
+                    )
                     .collect();
+                let mut blobs = Vec::with_capacity(encoded.len());
+                for (e, &i) in encoded.into_iter().zip(&fresh) {
+                    if e.blob.1 == Encoding::ZstdDelta {
+                        stats.delta_chunks += 1;
+                        stats.delta_raw += e.blob.3 as u64;
+                        stats.delta_stored += e.blob.2.len() as u64;
+                        let slot = batch[i].slot;
+                        if delta_saved.len() <= slot {
+                            delta_saved.resize(slot + 1, 0);
+                        }
+                        delta_saved[slot] += e.saved;
+                    }
+                    if let Some(f) = e.features {
+                        new_features.push((e.blob.0, f));
+                    }
+                    blobs.push(e.blob);
+                }
                 stats.chunks += ids.len() as u64;
                 stats.new_chunks += blobs.len() as u64;
                 stats.new_raw += blobs.iter().map(|b| b.3 as u64).sum::<u64>();
@@ -340,7 +453,12 @@ fn process(
                     wtx.send(ToWriter::Finish(ftx)).map_err(|_| stopped())?;
                     frx.recv().map_err(|_| stopped())??;
                     absorb(&mut index, &mut in_flight, &mut stats, 1)?;
-                    Ok(std::mem::take(&mut slots))
+                    // After the index: features only ever name indexed chunks.
+                    if opts.delta {
+                        let name = format!("{:020}-{}", crate::store::now_ns(), std::process::id());
+                        delta::write_features(store, &name, &std::mem::take(&mut new_features))?;
+                    }
+                    Ok(Flushed { slots: std::mem::take(&mut slots), delta_saved: std::mem::take(&mut delta_saved) })
                 })();
                 if reply.send(res).is_err() {
                     break;

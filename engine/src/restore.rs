@@ -10,6 +10,7 @@
 //! links -> directory metadata deepest first (so a read-only dir or an mtime is set after its
 //! contents are written). `chown` precedes `chmod`, which keeps setuid/setgid bits.
 
+use crate::delta::ChunkReader;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::progress::Progress;
 use crate::store::index::Index;
@@ -356,7 +357,8 @@ fn restore_file(ctx: &Ctx, parent: BorrowedFd, name: &[u8], e: &Entry) -> Result
             .map(|id| {
                 let loc =
                     ctx.index.get(id).ok_or_else(|| Error::new(ErrorKind::Missing, format!("chunk {} is not in the index", id.short())))?;
-                ctx.reader.read_chunk(id, &loc)
+                let (mut stored, mut out) = (Vec::new(), Vec::new());
+                ChunkReader { index: ctx.index, packs: ctx.reader }.read_into(id, &loc, &mut stored, &mut out, true).map(|_| out)
             })
             .collect();
         for data in datas {

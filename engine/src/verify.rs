@@ -1,11 +1,13 @@
 //! verify: prove that snapshots can be restored bit for bit, or say exactly what is lost.
 //!
 //! Quick mode reads only metadata: snapshot files, manifests, index segments and pack trailers.
-//! Deep mode also memory-maps packs and decompresses and re-hashes every blob, then re-hashes
-//! every file of the checked snapshots end to end. Every finding names the damaged object and
+//! Deep mode also memory-maps packs and decompresses and re-hashes every blob (a delta is
+//! rebuilt from its bases); with `files` it then re-hashes every file of the checked snapshots
+//! end to end. Every finding names the damaged object and
 //! the snapshots, sources and paths that depend on it. Verify only reads the store.
 
 use crate::compress;
+use crate::delta::ChunkReader;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::progress::Progress;
 use crate::store::index::Index;
@@ -14,6 +16,7 @@ use crate::store::pack::{read_trailer, PackReader};
 use crate::store::Store;
 use rayon::prelude::*;
 use rpger_formats::index::Location;
+use rpger_formats::pack::Encoding;
 use rpger_formats::snapshot::EntryKind;
 use rpger_formats::Id;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -37,8 +40,11 @@ pub enum Selection {
 pub struct VerifyOptions {
     /// Snapshots to check.
     pub selection: Selection,
-    /// Read, decompress and re-hash every blob and every file.
+    /// Read, decompress and re-hash every blob.
     pub deep: bool,
+    /// With `deep`: also re-read every file of the checked snapshots and compare it with its
+    /// recorded whole-file BLAKE3 (checks the manifests' chunk lists; reads every logical byte).
+    pub files: bool,
     /// With `deep`: only packs in part `n` of `m` (1-based), chosen by pack id, so that the `m`
     /// parts cover every pack exactly once. The end-to-end file pass is skipped in this mode.
     pub subset: Option<(u32, u32)>,
@@ -291,6 +297,8 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
         let total: u64 = selected.iter().map(|p| fs::metadata(store.pack_path(p)).map(|m| m.len()).unwrap_or(0)).sum();
         progress.start("verify", Some(total));
         report.packs_read = selected.clone();
+        let pack_reader = PackReader::new(store);
+        let chunks = ChunkReader { index: &index, packs: &pack_reader };
         let found = Mutex::new((Vec::<(Id, Problem)>::new(), BadChunks::new(), 0u64, 0u64));
         selected.par_iter().for_each(|p| {
             // Blobs to check: the trailer's, plus the index's (which still locate data when the
@@ -307,7 +315,7 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
             for (id, l) in by_pack.get(p).map(|v| v.as_slice()).unwrap_or(&[]) {
                 blobs.insert((l.offset, *id), *l);
             }
-            let r = check_pack(store, p, &blobs, progress);
+            let r = check_pack(store, &chunks, p, &blobs, progress);
             let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
             match r {
                 Ok((bytes, n, badlist)) => {
@@ -388,7 +396,7 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
     }
 
     // 6. deep, whole set: every file re-hashed end to end (once per distinct content).
-    if opts.deep && opts.subset.is_none() {
+    if opts.deep && opts.files && opts.subset.is_none() {
         let mut distinct: HashMap<(Id, &[Id]), &FileRef> = HashMap::new();
         for f in files.iter().filter(|f| f.chunks.iter().all(|c| !bad.contains_key(c))) {
             distinct.entry((f.hash, f.chunks.as_slice())).or_insert(f);
@@ -466,7 +474,13 @@ fn list_pack_files(store: &Store, report: &mut VerifyReport) -> Result<Vec<Id>> 
 }
 
 /// Checks every blob of one pack from a memory map; returns (bytes read, blobs checked, bad).
-fn check_pack(store: &Store, pack: &Id, blobs: &BTreeMap<(u32, Id), Location>, progress: &dyn Progress) -> Result<(u64, u64, BadChunks)> {
+fn check_pack(
+    store: &Store,
+    chunks: &ChunkReader,
+    pack: &Id,
+    blobs: &BTreeMap<(u32, Id), Location>,
+    progress: &dyn Progress,
+) -> Result<(u64, u64, BadChunks)> {
     let path = store.pack_path(pack);
     let f = File::open(&path).at("open pack", &path)?;
     let len = f.metadata().at("stat pack", &path)?.len();
@@ -485,7 +499,13 @@ fn check_pack(store: &Store, pack: &Id, blobs: &BTreeMap<(u32, Id), Location>, p
                     len
                 ))
             } else {
-                match compress::decompress(l.encoding, &bytes[start..end], l.raw_len as usize) {
+                let raw = if l.encoding == Encoding::ZstdDelta {
+                    let mut out = Vec::new();
+                    chunks.rebuild(id, l, &bytes[start..end], &mut out).map(|_| out)
+                } else {
+                    compress::decompress(l.encoding, &bytes[start..end], l.raw_len as usize)
+                };
+                match raw {
                     Err(e) => Some(format!("chunk {} in pack {}: {e}", id.short(), pack.short())),
                     Ok(raw) if Id::of(&raw) != *id => {
                         Some(format!("chunk {} in pack {}: content does not match its hash", id.short(), pack.short()))
@@ -521,7 +541,9 @@ fn rehash(
     let (mut stored, mut data) = (Vec::new(), Vec::new());
     for id in &f.chunks {
         let loc = index.get(id).ok_or_else(|| format!("chunk {} is not in the index", id.short()))?;
-        reader.read_chunk_into(id, &loc, &mut stored, &mut data, !proven.contains(id)).map_err(|e| e.to_string())?;
+        ChunkReader { index, packs: reader }
+            .read_into(id, &loc, &mut stored, &mut data, !proven.contains(id))
+            .map_err(|e| e.to_string())?;
         h.update(&data);
         progress.advance(data.len() as u64);
     }

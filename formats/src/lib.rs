@@ -6,6 +6,7 @@
 //! before anything is allocated. The byte-level layout is documented in `docs/FORMAT.md`.
 
 pub mod config;
+pub mod delta;
 pub mod dumps;
 pub mod envelope;
 pub mod error;

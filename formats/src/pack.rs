@@ -3,13 +3,13 @@
 //!
 //! ```text
 //! header   magic "RPGSPACK" | version u16 LE
-//! blobs    blob bytes, back to back (zstd frames or raw chunk bytes)
+//! blobs    blob bytes, back to back (zstd frames, raw chunk bytes or deltas, see [`crate::delta`])
 //! entries  count x ENTRY_LEN bytes: chunk id (32) | offset u32 | len u32 | raw_len u32
 //!          | encoding u8 | reserved [u8; 3] (zero)
 //! footer   count u32 | BLAKE3(entries) (32) | magic "RPGSPEND"
 //! ```
-//! `offset` counts from the start of the file. The reserved bytes leave room for a later
-//! encoding (a delta against base chunks) without moving any field.
+//! `offset` counts from the start of the file. Version 2 added encoding 2 (a zstd delta against
+//! base chunks); version 1 packs are read unchanged.
 
 use crate::envelope::Reader;
 use crate::{DecodeError, Id};
@@ -19,7 +19,9 @@ pub const MAGIC: [u8; 8] = *b"RPGSPACK";
 /// Last bytes of a pack.
 pub const END_MAGIC: [u8; 8] = *b"RPGSPEND";
 /// Pack version written by this build.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// Oldest pack version read.
+pub const MIN_VERSION: u16 = 1;
 /// Header length.
 pub const HEADER_LEN: usize = 10;
 /// One trailer entry.
@@ -40,6 +42,9 @@ pub enum Encoding {
     Raw = 0,
     /// One zstd frame.
     Zstd = 1,
+    /// A zstd frame compressed against base chunks (their bytes as a prefix), behind a header
+    /// naming them; see [`crate::delta`]. Bases are never deltas themselves.
+    ZstdDelta = 2,
 }
 
 impl Encoding {
@@ -51,6 +56,7 @@ impl Encoding {
         match v {
             0 => Ok(Encoding::Raw),
             1 => Ok(Encoding::Zstd),
+            2 => Ok(Encoding::ZstdDelta),
             _ => Err(DecodeError::Invalid { kind: KIND, reason: format!("unknown blob encoding {v}") }),
         }
     }
@@ -106,8 +112,8 @@ pub fn check_header(bytes: &[u8]) -> Result<(), DecodeError> {
         return Err(DecodeError::BadMagic { kind: KIND });
     }
     let v = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if v != VERSION {
-        return Err(DecodeError::UnsupportedVersion { kind: KIND, found: v, min: 1, max: VERSION });
+    if !(MIN_VERSION..=VERSION).contains(&v) {
+        return Err(DecodeError::UnsupportedVersion { kind: KIND, found: v, min: MIN_VERSION, max: VERSION });
     }
     Ok(())
 }

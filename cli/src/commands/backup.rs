@@ -238,6 +238,7 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
             labels,
             lock_wait: parse_duration(&a.lock_wait).map_err(|e| anyhow!("--lock-wait: {e}"))?,
             allow_partial: a.allow_partial,
+            delta: !a.no_delta,
         };
         Ok(backup::backup(&store, opts, &Bar::new(cli.json))?)
     })();

@@ -17,11 +17,13 @@ pub fn run(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
     let opts = VerifyOptions {
         selection,
         deep: a.deep,
+        files: a.files,
         subset: a.read_data_subset.as_deref().map(parse_subset).transpose().map_err(|e| anyhow!(e))?,
         lock_wait: parse_duration(&a.lock_wait).map_err(|e| anyhow!("--lock-wait: {e}"))?,
     };
     let mode = match (a.deep, &a.read_data_subset) {
         (true, Some(s)) => format!("deep subset {s}"),
+        (true, None) if a.files => "deep+files".to_string(),
         (true, None) => "deep".to_string(),
         _ => "quick".to_string(),
     };

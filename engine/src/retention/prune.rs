@@ -10,14 +10,16 @@
 //! segments and packs can stop anywhere. A rerun recomputes the plan from what is on disk and
 //! finishes the job (packs no index names and no live chunk needs are deleted).
 
+use crate::delta::ChunkReader;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::fsutil;
 use crate::store::index::Index;
 use crate::store::lock::{self, LockMode};
 use crate::store::pack::{read_trailer, FinishedPack, PackReader, PackWriter};
 use crate::store::Store;
+use rpger_formats::delta;
 use rpger_formats::index::{Location, Segment};
-use rpger_formats::pack;
+use rpger_formats::pack::{self, Encoding};
 use rpger_formats::snapshot::EntryKind;
 use rpger_formats::Id;
 use std::collections::{HashMap, HashSet};
@@ -164,6 +166,40 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
 
+    // 2b. the bases of live deltas are live (one level: a base is never a delta itself)
+    let deltas: Vec<(Id, Location)> = chosen.iter().filter(|(_, l)| l.encoding == Encoding::ZstdDelta).map(|(i, l)| (*i, *l)).collect();
+    if !deltas.is_empty() {
+        let reader = PackReader::new(store);
+        let mut blob = Vec::new();
+        for (id, l) in deltas {
+            reader.read_blob_into(&id, &l, &mut blob).map_err(refuse)?;
+            let (bases, _) = delta::decode_blob(&blob)
+                .map_err(|e| refuse(Error::corrupt(format!("delta chunk {} in pack {}", id.short(), l.pack.short()), e)))?;
+            for b in bases {
+                if chosen.contains_key(&b) {
+                    continue;
+                }
+                match index.get(&b) {
+                    Some(bl) if on_disk.contains(&bl.pack) && bl.encoding != Encoding::ZstdDelta => {
+                        chosen.insert(b, bl);
+                        live.insert(b);
+                    }
+                    _ => {
+                        return Err(refuse(Error::new(
+                            ErrorKind::Missing,
+                            format!(
+                                "base chunk {} of live delta chunk {} is in no pack; run `rpger-store verify --deep --all`",
+                                b.short(),
+                                id.short()
+                            ),
+                        )))
+                    }
+                }
+            }
+        }
+        report.live_chunks = live.len();
+    }
+
     // 3. plan: per pack, how much of it is live
     let mut usage: HashMap<Id, PackUse> = HashMap::new();
     for p in &on_disk {
@@ -225,7 +261,7 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
     for (id, loc) in &to_move {
         // Copy the stored bytes as they are, after proving they decode to the chunk: a damaged
         // blob must stop prune before anything is deleted.
-        reader.read_chunk_into(id, loc, &mut stored, &mut raw, true).map_err(refuse)?;
+        ChunkReader { index: &index, packs: &reader }.read_into(id, loc, &mut stored, &mut raw, true).map_err(refuse)?;
         if let Some(p) = writer.add(*id, loc.encoding, &stored, loc.raw_len)? {
             moved.push(p);
             steps.step();

@@ -263,9 +263,7 @@ pub fn export_archive(store: &crate::store::Store, snapshot: &str, source: &str,
     let copy = |i: usize, w: &mut dyn Write| -> Result<()> {
         if let EntryKind::File { chunks, .. } = &manifest.entries[i].kind {
             for id in chunks {
-                let loc =
-                    index.get(id).ok_or_else(|| Error::new(ErrorKind::Missing, format!("chunk {} is not in the index", id.short())))?;
-                w.write_all(&reader.read_chunk(id, &loc)?).map_err(io)?;
+                w.write_all(&crate::delta::ChunkReader { index: &index, packs: &reader }.read(id)?).map_err(io)?;
             }
         }
         Ok(())

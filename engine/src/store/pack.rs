@@ -178,17 +178,26 @@ impl PackReader {
     /// As [`PackReader::read_chunk`].
     pub fn read_chunk_into(&self, id: &Id, loc: &Location, stored: &mut Vec<u8>, out: &mut Vec<u8>, check: bool) -> Result<()> {
         let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
-        let f = self.file(&loc.pack).map_err(|e| e.context(what()))?;
-        stored.resize(loc.len as usize, 0);
-        f.read_exact_at(stored, loc.offset as u64).map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::UnexpectedEof { ErrorKind::Corrupt } else { ErrorKind::Io };
-            Error::with_cause(kind, format!("{} (pack file {})", what(), self.store.pack_path(&loc.pack).display()), e)
-        })?;
+        self.read_blob_into(id, loc, stored)?;
         compress::decompress_into(loc.encoding, stored, loc.raw_len as usize, out).map_err(|e| e.context(what()))?;
         if check && Id::of(out) != *id {
             return Err(Error::new(ErrorKind::Corrupt, format!("{}: content does not match its hash", what())));
         }
         Ok(())
+    }
+
+    /// Reads the stored bytes of one blob into `stored`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Missing`] for a missing pack, [`ErrorKind::Corrupt`] for a short one.
+    pub fn read_blob_into(&self, id: &Id, loc: &Location, stored: &mut Vec<u8>) -> Result<()> {
+        let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
+        let f = self.file(&loc.pack).map_err(|e| e.context(what()))?;
+        stored.resize(loc.len as usize, 0);
+        f.read_exact_at(stored, loc.offset as u64).map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::UnexpectedEof { ErrorKind::Corrupt } else { ErrorKind::Io };
+            Error::with_cause(kind, format!("{} (pack file {})", what(), self.store.pack_path(&loc.pack).display()), e)
+        })
     }
 
     /// Reads, decompresses and checks one chunk: the result hashes to `id`.

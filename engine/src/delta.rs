@@ -1,0 +1,319 @@
+//! Delta compression of near-duplicate chunks.
+//!
+//! Content-defined dedup only drops byte-identical chunks; a dump rewritten with a few changed
+//! values per 16 KiB (Redis RDB, SQLite pages, MongoDB documents updated in place) makes mostly
+//! *similar* chunks. A new chunk that resembles a chunk already stored whole is stored as a zstd
+//! frame compressed against that base (its bytes as a single-use prefix), which costs what
+//! changed instead of the whole chunk.
+//!
+//! Resemblance: each chunk gets [`FEATURES`] features, the smallest values of a 64-byte rolling
+//! (gear) hash over its bytes (a bottom-k sketch). Two chunks that share most of their 64-byte
+//! windows share most of their smallest window hashes, wherever the windows sit, so the sketch
+//! survives shifted content (SQLite pages that moved, values that grew). Features of every chunk
+//! stored whole are kept in `features/` files; a backup loads them into a compact sorted table and
+//! picks, for each new chunk, the stored chunk that shares the most features (at least
+//! [`MIN_SHARED`]).
+//!
+//! One level only: a base is never a delta, so a chunk is rebuilt from at most a few reads.
+
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::fsutil;
+use crate::store::index::Index;
+use crate::store::pack::PackReader;
+use crate::store::Store;
+use rpger_formats::delta::{self, Features, FEATURES};
+use rpger_formats::index::Location;
+use rpger_formats::pack::Encoding;
+use rpger_formats::Id;
+use std::fs;
+use zstd::zstd_safe::{CCtx, CParameter, DCtx};
+
+/// Features a stored chunk must share with a new one to be tried as its base.
+pub const MIN_SHARED: usize = 2;
+/// Largest features file read.
+const MAX_FEATURES_FILE: u64 = 1 << 30;
+
+const GEAR: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut s: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut i = 0;
+    while i < 256 {
+        // splitmix64: fixed, well-spread constants (changing them changes every feature).
+        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        t[i] = z ^ (z >> 31);
+        i += 1;
+    }
+    t
+};
+
+/// The resemblance sketch of a chunk: its [`FEATURES`] smallest distinct window hashes (top 32
+/// bits), ascending; unused slots (tiny or uniform chunks) are `u32::MAX`.
+pub fn features(data: &[u8]) -> Features {
+    let mut best = [u64::MAX; FEATURES];
+    let mut h: u64 = 0;
+    for (i, &b) in data.iter().enumerate() {
+        // Each step shifts one bit out: the top bits depend on the last 64 bytes only.
+        h = (h << 1).wrapping_add(GEAR[b as usize]);
+        if i >= 63 && h < best[FEATURES - 1] && !best.contains(&h) {
+            let mut j = FEATURES - 1;
+            while j > 0 && best[j - 1] > h {
+                best[j] = best[j - 1];
+                j -= 1;
+            }
+            best[j] = h;
+        }
+    }
+    best.map(|v| if v == u64::MAX { u32::MAX } else { (v >> 32) as u32 })
+}
+
+/// Chunks stored whole, findable by shared features.
+#[derive(Default)]
+pub struct Resemblance {
+    /// (feature, chunk number), sorted.
+    table: Vec<(u32, u32)>,
+    chunks: Vec<Id>,
+}
+
+impl Resemblance {
+    /// Loads every features file, keeping chunks the index holds whole. A damaged features file
+    /// is skipped (features only steer compression, never correctness).
+    ///
+    /// # Errors
+    /// Only when `features/` cannot be listed.
+    pub fn load(store: &Store, index: &Index) -> Result<Resemblance> {
+        let dir = store.root().join("features");
+        let mut names: Vec<_> = match fs::read_dir(&dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Resemblance::default()),
+            Err(e) => return Err(Error::io("list", &dir, e)),
+        };
+        // Oldest first: later chunks win ties, and the newest night is the likeliest base.
+        names.sort();
+        let mut r = Resemblance::default();
+        for p in names {
+            let Ok(bytes) = fsutil::read_limited(&p, MAX_FEATURES_FILE) else { continue };
+            let Ok(entries) = delta::decode_features(&bytes) else { continue };
+            for (id, f) in entries {
+                if !index.get(&id).is_some_and(|l| l.encoding != Encoding::ZstdDelta) {
+                    continue;
+                }
+                r.add(id, &f);
+            }
+        }
+        r.table.sort_unstable();
+        Ok(r)
+    }
+
+    fn add(&mut self, id: Id, f: &Features) {
+        let n = self.chunks.len() as u32;
+        self.chunks.push(id);
+        let mut last = None;
+        for &v in f.iter().filter(|&&v| v != u32::MAX) {
+            if last != Some(v) {
+                self.table.push((v, n));
+            }
+            last = Some(v);
+        }
+    }
+
+    /// Number of chunks known.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Whether no chunk is known.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// The known chunk sharing the most features with `f` (at least [`MIN_SHARED`]); the most
+    /// recently added wins a tie.
+    pub fn best(&self, f: &Features) -> Option<Id> {
+        // A feature common to very many chunks (zero runs, padding) says nothing: look at a few.
+        const MAX_PER_FEATURE: usize = 8;
+        let mut votes: [(u32, usize); FEATURES * MAX_PER_FEATURE] = [(0, 0); FEATURES * MAX_PER_FEATURE];
+        let mut used = 0;
+        let mut last = None;
+        for &v in f.iter().filter(|&&v| v != u32::MAX) {
+            if last == Some(v) {
+                continue;
+            }
+            last = Some(v);
+            let start = self.table.partition_point(|e| e.0 < v);
+            let end = self.table[start..].partition_point(|e| e.0 == v) + start;
+            // The newest holders of this feature (highest chunk numbers sort last).
+            for &(_, n) in &self.table[end.saturating_sub(MAX_PER_FEATURE).max(start)..end] {
+                match votes[..used].iter_mut().find(|x| x.0 == n) {
+                    Some(x) => x.1 += 1,
+                    None => {
+                        votes[used] = (n, 1);
+                        used += 1;
+                    }
+                }
+            }
+        }
+        votes[..used].iter().filter(|x| x.1 >= MIN_SHARED).max_by_key(|x| (x.1, x.0)).map(|x| self.chunks[x.0 as usize])
+    }
+}
+
+/// Writes the features of chunks stored whole by one backup (`name` unique per run).
+///
+/// # Errors
+/// I/O errors with the path.
+pub fn write_features(store: &Store, name: &str, entries: &[(Id, Features)]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let dir = store.root().join("features");
+    fs::create_dir_all(&dir).at("create", &dir)?;
+    fsutil::write_atomic(&store.root().join("tmp"), &dir.join(name), &delta::encode_features(entries))
+}
+
+/// Compresses `data` against `prefix` (the bases' bytes) at `level`: the zstd frame of a delta.
+///
+/// # Errors
+/// When zstd refuses (out of memory).
+pub fn compress(data: &[u8], prefix: &[u8], level: i32) -> Result<Vec<u8>> {
+    let fail = |c: usize| Error::new(ErrorKind::Io, format!("zstd delta compression failed: {}", zstd::zstd_safe::get_error_name(c)));
+    let mut cctx = CCtx::create();
+    cctx.set_parameter(CParameter::CompressionLevel(level)).map_err(fail)?;
+    cctx.ref_prefix(prefix).map_err(fail)?;
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+    cctx.compress2(&mut out, data).map_err(fail)?;
+    Ok(out)
+}
+
+/// Decompresses a delta's zstd `frame` against `prefix` into `out` (exactly `raw_len` bytes).
+///
+/// # Errors
+/// [`ErrorKind::Corrupt`] when the frame does not decompress to `raw_len` bytes.
+pub fn decompress(frame: &[u8], prefix: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<()> {
+    let bad = |why: String| Error::new(ErrorKind::Corrupt, format!("delta blob does not decompress: {why}"));
+    let mut dctx = DCtx::create();
+    dctx.ref_prefix(prefix).map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))?;
+    out.clear();
+    out.reserve(raw_len);
+    let n = dctx.decompress(out, frame).map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))?;
+    if n != raw_len {
+        return Err(bad(format!("{n} bytes, expected {raw_len}")));
+    }
+    Ok(())
+}
+
+/// Reads chunks whatever their encoding: a delta is rebuilt from its bases.
+pub struct ChunkReader<'a> {
+    /// Where chunks are.
+    pub index: &'a Index,
+    /// The pack files.
+    pub packs: &'a PackReader,
+}
+
+impl ChunkReader<'_> {
+    /// Reads chunk `id` stored at `loc` into `out`; checks its BLAKE3 unless `check` is false
+    /// (bases are always checked).
+    ///
+    /// # Errors
+    /// As [`PackReader::read_chunk_into`]; for a delta also a missing or damaged base, named.
+    pub fn read_into(&self, id: &Id, loc: &Location, stored: &mut Vec<u8>, out: &mut Vec<u8>, check: bool) -> Result<()> {
+        if loc.encoding != Encoding::ZstdDelta {
+            return self.packs.read_chunk_into(id, loc, stored, out, check);
+        }
+        self.packs.read_blob_into(id, loc, stored)?;
+        self.rebuild(id, loc, stored, out)?;
+        if check && Id::of(out) != *id {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("chunk {} in pack {}: content does not match its hash", id.short(), loc.pack.short()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rebuilds a delta chunk from its stored blob (does not check the result's hash).
+    ///
+    /// # Errors
+    /// A malformed header, a missing, damaged or delta base, a frame that does not decompress.
+    pub fn rebuild(&self, id: &Id, loc: &Location, blob: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
+        let (bases, frame) = delta::decode_blob(blob).map_err(|e| Error::corrupt(what(), e))?;
+        let mut prefix = Vec::new();
+        let (mut s, mut b) = (Vec::new(), Vec::new());
+        for base in &bases {
+            let bl = self.index.get(base).ok_or_else(|| {
+                Error::new(ErrorKind::Missing, format!("{}: its delta base chunk {} is not in the index", what(), base.short()))
+            })?;
+            if bl.encoding == Encoding::ZstdDelta {
+                return Err(Error::new(ErrorKind::Corrupt, format!("{}: its delta base chunk {} is itself a delta", what(), base.short())));
+            }
+            self.packs.read_chunk_into(base, &bl, &mut s, &mut b, true).map_err(|e| e.context(format!("{}: its delta base", what())))?;
+            prefix.extend_from_slice(&b);
+        }
+        decompress(frame, &prefix, loc.raw_len as usize, out).map_err(|e| e.context(what()))
+    }
+
+    /// Reads and checks one chunk.
+    ///
+    /// # Errors
+    /// As [`ChunkReader::read_into`], and [`ErrorKind::Missing`] for a chunk not in the index.
+    pub fn read(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.index.get(id).ok_or_else(|| Error::new(ErrorKind::Missing, format!("chunk {} is not in the index", id.short())))?;
+        let (mut s, mut out) = (Vec::new(), Vec::new());
+        self.read_into(id, &loc, &mut s, &mut out, true)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn similar_chunks_share_features_and_different_ones_do_not() {
+        let a = noise(1, 16384);
+        let mut b = a.clone();
+        b[5000..5010].copy_from_slice(b"0123456789"); // a changed value
+        b.splice(9000..9000, *b"inserted"); // shifted content
+        let (fa, fb, fc) = (features(&a), features(&b), features(&noise(2, 16384)));
+        let shared = |x: &Features, y: &Features| x.iter().filter(|v| y.contains(v)).count();
+        assert!(shared(&fa, &fb) >= 6, "{fa:?} {fb:?}");
+        assert_eq!(shared(&fa, &fc), 0);
+        assert_eq!(features(&[]), [u32::MAX; FEATURES]);
+        let mut r = Resemblance::default();
+        r.add(Id([1; 32]), &fc);
+        r.add(Id([2; 32]), &fa);
+        r.table.sort_unstable();
+        assert_eq!(r.best(&fb), Some(Id([2; 32])));
+        assert_eq!(r.best(&features(&noise(3, 16384))), None);
+    }
+
+    #[test]
+    fn deltas_round_trip_and_are_small() {
+        let base = noise(4, 16384);
+        let mut data = base.clone();
+        data[100..120].fill(7);
+        let frame = compress(&data, &base, 3).unwrap();
+        assert!(frame.len() < 200, "{}", frame.len());
+        let mut out = vec![];
+        decompress(&frame, &base, data.len(), &mut out).unwrap();
+        assert_eq!(out, data);
+        // The wrong base or length is an error (or a different result), never a panic.
+        assert!(decompress(&frame, &noise(5, 16384), data.len(), &mut out).map(|_| out != data).unwrap_or(true));
+        assert!(decompress(&frame, &base, data.len() + 1, &mut out).is_err());
+        assert!(decompress(b"junk", &base, 10, &mut out).is_err());
+    }
+}
