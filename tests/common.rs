@@ -201,3 +201,51 @@ pub fn restores_exactly(store: &Path, work: &Path, name: &str, night: &Path) {
     }
     fs::remove_dir_all(&target).unwrap();
 }
+
+/// (delta chunk, its bases) for every delta blob in the store.
+pub fn deltas(store: &Path) -> Vec<(rpger_engine::Id, Vec<rpger_engine::Id>)> {
+    let s = rpger_engine::store::Store::open(store).unwrap();
+    let mut out = vec![];
+    for d in fs::read_dir(store.join("packs")).unwrap().flatten() {
+        for f in fs::read_dir(d.path()).unwrap().flatten() {
+            let pack: rpger_engine::Id = f.file_name().to_str().unwrap().parse().unwrap();
+            let bytes = fs::read(f.path()).unwrap();
+            for b in rpger_engine::store::pack::read_trailer(&s, &pack)
+                .unwrap()
+                .1
+                .into_iter()
+                .filter(|b| b.encoding == rpger_formats::pack::Encoding::ZstdDelta)
+            {
+                let blob = &bytes[b.offset as usize..(b.offset + b.len) as usize];
+                out.push((b.id, rpger_formats::delta::decode_blob(blob).unwrap().0));
+            }
+        }
+    }
+    out
+}
+
+/// Chunk ids used by the files of the snapshots now in the store.
+pub fn referenced(store: &Path) -> std::collections::HashSet<rpger_engine::Id> {
+    let s = rpger_engine::store::Store::open(store).unwrap();
+    let mut out = std::collections::HashSet::new();
+    for name in s.list_snapshots().unwrap() {
+        for src in s.read_snapshot(&name).unwrap().sources {
+            for e in s.read_manifest(&src.manifest).unwrap().entries {
+                if let rpger_engine::EntryKind::File { chunks, .. } = e.kind {
+                    out.extend(chunks);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Stored bytes of the chunks kept only as bases of deltas that kept files use.
+pub fn base_only_bytes(store: &Path) -> u64 {
+    let kept = referenced(store);
+    let s = rpger_engine::store::Store::open(store).unwrap();
+    let index = rpger_engine::store::index::Index::load(&s).unwrap();
+    let bases: std::collections::HashSet<rpger_engine::Id> =
+        deltas(store).into_iter().filter(|(d, _)| kept.contains(d)).flat_map(|(_, b)| b).filter(|b| !kept.contains(b)).collect();
+    bases.iter().map(|b| index.get(b).map(|l| l.len as u64).unwrap_or(0)).sum()
+}

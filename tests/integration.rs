@@ -6,6 +6,7 @@ mod bad_input;
 mod common;
 mod crash;
 mod dedup;
+mod delta;
 mod docker;
 mod full_disk;
 mod redis;

@@ -172,6 +172,37 @@ pub fn write_features(store: &Store, name: &str, entries: &[(Id, Features)]) -> 
     fsutil::write_atomic(&store.root().join("tmp"), &dir.join(name), &delta::encode_features(entries))
 }
 
+/// Replaces every features file by one holding only the chunks in `keep` (plus `extra`).
+/// Damaged features files are dropped (features only steer compression).
+///
+/// # Errors
+/// I/O errors with the path.
+pub fn compact_features(store: &Store, keep: &std::collections::HashSet<Id>, extra: Vec<(Id, Features)>) -> Result<()> {
+    let dir = store.root().join("features");
+    let mut old: Vec<std::path::PathBuf> = match fs::read_dir(&dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => return Err(Error::io("list", &dir, e)),
+    };
+    old.sort();
+    let mut seen = std::collections::HashSet::new();
+    let mut merged = vec![];
+    // Newest first, so a chunk keeps its latest features.
+    for p in old.iter().rev() {
+        let Ok(bytes) = fsutil::read_limited(p, MAX_FEATURES_FILE) else { continue };
+        let Ok(entries) = delta::decode_features(&bytes) else { continue };
+        merged.extend(entries.into_iter().filter(|(id, _)| keep.contains(id) && seen.insert(*id)));
+    }
+    merged.extend(extra.into_iter().filter(|(id, _)| seen.insert(*id)));
+    merged.reverse();
+    let name = format!("{:020}-merged", crate::store::now_ns());
+    write_features(store, &name, &merged)?;
+    for p in old.iter().filter(|p| p.file_name().is_some_and(|n| n != name.as_str())) {
+        fs::remove_file(p).at("remove features file", p)?;
+    }
+    fsutil::fsync_dir(&dir)
+}
+
 /// Compresses `data` against `prefix` (the bases' bytes) at `level`: the zstd frame of a delta.
 ///
 /// # Errors

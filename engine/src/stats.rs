@@ -26,6 +26,15 @@ pub struct StoreStats {
     pub compression_ratio: f64,
     /// logical / store size: both together, overheads included.
     pub total_ratio: f64,
+    /// Distinct chunks stored as deltas against similar chunks.
+    pub delta_chunks: u64,
+    /// Their uncompressed bytes.
+    pub delta_raw_bytes: u64,
+    /// Their stored bytes.
+    pub delta_stored_bytes: u64,
+    /// Per source name: bytes delta encoding saved over the snapshots in the store (estimated
+    /// against compressing each chunk alone), sorted by name.
+    pub delta_saved_by_source: Vec<(String, u64)>,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -54,7 +63,20 @@ pub fn stats(store: &Store) -> Result<StoreStats> {
     let (unique, stored) = index.totals();
     let logical: u64 = snaps.iter().map(|s| s.logical_bytes()).sum();
     let disk = store.disk_usage()?;
+    let (delta_chunks, delta_raw_bytes, delta_stored_bytes) = index.delta_totals();
+    let mut saved: std::collections::BTreeMap<String, u64> = Default::default();
+    for s in &snaps {
+        for (k, v) in &s.labels {
+            if let Some(src) = k.strip_suffix(crate::backup::DELTA_SAVED_LABEL).and_then(|p| p.strip_suffix('.')) {
+                *saved.entry(src.to_string()).or_default() += v.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
     Ok(StoreStats {
+        delta_chunks,
+        delta_raw_bytes,
+        delta_stored_bytes,
+        delta_saved_by_source: saved.into_iter().collect(),
         snapshots: snaps.len(),
         store_bytes: disk,
         logical_bytes: logical,

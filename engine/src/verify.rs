@@ -299,6 +299,10 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
         report.packs_read = selected.clone();
         let pack_reader = PackReader::new(store);
         let chunks = ChunkReader { index: &index, packs: &pack_reader };
+        // Chunks the checked files use: a delta no file uses whose base prune has reclaimed is
+        // dead data waiting for the next repack, not damage.
+        let used: HashSet<Id> = files.iter().flat_map(|f| f.chunks.iter().copied()).collect();
+        let dead_deltas = std::sync::atomic::AtomicU64::new(0);
         let found = Mutex::new((Vec::<(Id, Problem)>::new(), BadChunks::new(), 0u64, 0u64));
         selected.par_iter().for_each(|p| {
             // Blobs to check: the trailer's, plus the index's (which still locate data when the
@@ -315,7 +319,7 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
             for (id, l) in by_pack.get(p).map(|v| v.as_slice()).unwrap_or(&[]) {
                 blobs.insert((l.offset, *id), *l);
             }
-            let r = check_pack(store, &chunks, p, &blobs, progress);
+            let r = check_pack(store, &chunks, p, &blobs, &used, &dead_deltas, progress);
             let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
             match r {
                 Ok((bytes, n, badlist)) => {
@@ -332,6 +336,12 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
             }
         });
         progress.finish();
+        let dead = dead_deltas.into_inner();
+        if dead > 0 {
+            report.notes.push(format!(
+                "{dead} unused delta blob(s) that no longer rebuild (their bases were reclaimed or re-based by prune; no checked file needs them, and a later prune removes them)"
+            ));
+        }
         let (problems, badmap, bytes, n) = found.into_inner().unwrap_or_else(|e| e.into_inner());
         for (p, problem) in problems {
             damaged_packs.insert(p);
@@ -479,6 +489,8 @@ fn check_pack(
     chunks: &ChunkReader,
     pack: &Id,
     blobs: &BTreeMap<(u32, Id), Location>,
+    used: &HashSet<Id>,
+    dead_deltas: &std::sync::atomic::AtomicU64,
     progress: &dyn Progress,
 ) -> Result<(u64, u64, BadChunks)> {
     let path = store.pack_path(pack);
@@ -501,7 +513,17 @@ fn check_pack(
             } else {
                 let raw = if l.encoding == Encoding::ZstdDelta {
                     let mut out = Vec::new();
-                    chunks.rebuild(id, l, &bytes[start..end], &mut out).map(|_| out)
+                    match chunks.rebuild(id, l, &bytes[start..end], &mut out) {
+                        // Dead data: a delta no checked file uses, or a copy of a chunk the
+                        // index locates elsewhere (prune re-based it, or an interrupted prune
+                        // left it), whose bases are gone or were re-based too.
+                        Err(_) if !used.contains(id) || chunks.index.get(id).is_some_and(|x| x.pack != *pack || x.offset != l.offset) => {
+                            dead_deltas.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            progress.advance(l.len as u64);
+                            return None;
+                        }
+                        r => r.map(|_| out),
+                    }
                 } else {
                     compress::decompress(l.encoding, &bytes[start..end], l.raw_len as usize)
                 };

@@ -13,7 +13,10 @@ use crate::pack::{Encoding, MAX_RAW_LEN};
 use crate::{DecodeError, Id};
 
 /// Envelope identity of an index segment.
-pub const KIND: Kind = Kind { name: "index segment", magic: *b"RPGSINDX", min_version: 1, current_version: 1 };
+pub const KIND: Kind = Kind { name: "index segment", magic: *b"RPGSINDX", min_version: 1, current_version: 2 };
+/// Entry flag (version 2): prune re-encoded this chunk; when an interrupted prune leaves two
+/// locations of it, this one wins.
+pub const FLAG_PREFERRED: u8 = 1;
 /// Bytes per entry.
 pub const ENTRY_LEN: usize = 52;
 /// Most packs one segment may name.
@@ -41,6 +44,8 @@ pub struct Location {
 pub struct Segment {
     /// (chunk id, location), sorted by chunk id.
     pub entries: Vec<(Id, Location)>,
+    /// Chunks whose entry carries [`FLAG_PREFERRED`], sorted.
+    pub preferred: Vec<Id>,
 }
 
 impl Segment {
@@ -65,7 +70,8 @@ impl Segment {
             body.extend_from_slice(&loc.len.to_le_bytes());
             body.extend_from_slice(&loc.raw_len.to_le_bytes());
             body.push(loc.encoding as u8);
-            body.extend_from_slice(&[0, 0, 0]);
+            let flags = if self.preferred.binary_search(id).is_ok() { FLAG_PREFERRED } else { 0 };
+            body.extend_from_slice(&[flags, 0, 0]);
         }
         envelope::seal(&KIND, &body)
     }
@@ -102,6 +108,7 @@ impl Segment {
             return Err(DecodeError::Invalid { kind: KIND.name, reason: "trailing bytes".into() });
         }
         let mut entries = Vec::with_capacity(count as usize);
+        let mut preferred = vec![];
         for e in entry_bytes.chunks_exact(ENTRY_LEN) {
             let mut er = Reader::new(KIND.name, e);
             let id = Id::from_slice(er.take(32)?);
@@ -109,7 +116,11 @@ impl Segment {
             let offset = er.u32()?;
             let len = er.u32()?;
             let raw_len = er.u32()?;
-            let encoding = Encoding::from_u8(er.take(1)?[0])?;
+            let tail = er.take(4)?;
+            let encoding = Encoding::from_u8(tail[0])?;
+            if tail[1] & FLAG_PREFERRED != 0 {
+                preferred.push(id);
+            }
             let pack = *packs
                 .get(pi as usize)
                 .ok_or_else(|| DecodeError::Invalid { kind: KIND.name, reason: format!("pack index {pi} >= pack count {pack_count}") })?;
@@ -123,7 +134,8 @@ impl Segment {
             }
             entries.push((id, Location { pack, offset, len, raw_len, encoding }));
         }
-        Ok(Segment { entries })
+        preferred.sort_unstable();
+        Ok(Segment { entries, preferred })
     }
 }
 
@@ -135,7 +147,7 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip(raw in proptest::collection::vec((any::<[u8; 32]>(), 0u8..4, any::<u32>(), any::<u32>(), 0u32..1000, any::<bool>()), 0..50)) {
-            let seg = Segment { entries: raw.iter().map(|(id, p, off, len, rl, z)| (Id(*id), Location {
+            let seg = Segment { preferred: vec![], entries: raw.iter().map(|(id, p, off, len, rl, z)| (Id(*id), Location {
                 pack: Id([*p; 32]), offset: *off, len: *len, raw_len: *rl,
                 encoding: if *z { Encoding::Zstd } else { Encoding::Raw },
             })).collect() };

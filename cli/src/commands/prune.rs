@@ -28,7 +28,7 @@ pub fn to_json(r: &PruneReport) -> Value {
     json!({
         "dry_run": r.dry_run, "snapshots": r.snapshots, "live_chunks": r.live_chunks,
         "packs_deleted": r.packs_deleted, "packs_repacked": r.packs_repacked, "packs_written": r.packs_written, "packs_kept": r.packs_kept,
-        "unused_bytes": r.unused_bytes, "repacked_bytes": r.repacked_bytes, "unused_left": r.unused_left,
+        "unused_bytes": r.unused_bytes, "repacked_bytes": r.repacked_bytes, "unused_left": r.unused_left, "rebased": r.rebased,
         "segments_replaced": r.segments_replaced, "bytes_before": r.bytes_before, "bytes_after": r.bytes_after, "reclaimed_bytes": r.reclaimed(),
     })
 }

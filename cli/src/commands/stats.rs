@@ -15,6 +15,8 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             "command": "stats", "snapshots": s.snapshots, "store_bytes": s.store_bytes, "logical_bytes": s.logical_bytes,
             "unique_bytes": s.unique_bytes, "stored_bytes": s.stored_bytes, "chunks": s.chunks,
             "dedup_ratio": s.dedup_ratio, "compression_ratio": s.compression_ratio, "total_ratio": s.total_ratio,
+            "delta_chunks": s.delta_chunks, "delta_raw_bytes": s.delta_raw_bytes, "delta_stored_bytes": s.delta_stored_bytes,
+            "delta_saved_bytes": s.delta_saved_by_source.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         }));
     } else {
         println!("snapshots          {}", s.snapshots);
@@ -25,6 +27,15 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         println!("dedup ratio        {:.2}x", s.dedup_ratio);
         println!("compression ratio  {:.2}x", s.compression_ratio);
         println!("total ratio        {:.2}x (logical / store size)", s.total_ratio);
+        println!(
+            "delta chunks       {} ({} stored as {})",
+            s.delta_chunks,
+            output::bytes(s.delta_raw_bytes),
+            output::bytes(s.delta_stored_bytes)
+        );
+        for (src, saved) in &s.delta_saved_by_source {
+            println!("delta saved        {} on {src} (against compressing those chunks alone)", output::bytes(*saved));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -55,6 +55,10 @@ pub struct PruneReport {
     pub packs_written: usize,
     /// Packs kept as they are.
     pub packs_kept: usize,
+    /// Delta chunks re-encoded because the chunk they were built on is no longer used by any
+    /// file: one of them is stored whole and the others as deltas against it, so the old base
+    /// can go.
+    pub rebased: usize,
     /// Stored bytes of blobs no snapshot needs (what forgetting freed).
     pub unused_bytes: u64,
     /// Live bytes copied by repacking.
@@ -166,39 +170,59 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
 
-    // 2b. the bases of live deltas are live (one level: a base is never a delta itself)
-    let deltas: Vec<(Id, Location)> = chosen.iter().filter(|(_, l)| l.encoding == Encoding::ZstdDelta).map(|(i, l)| (*i, *l)).collect();
-    if !deltas.is_empty() {
+    // 2b. the bases of live deltas. A base some file uses stays anyway. A base only deltas need
+    // is dropped: its single-base deltas are re-based (the first stored whole, the others as
+    // deltas against it); bases of other deltas are kept.
+    let mut rebase: std::collections::BTreeMap<Id, Vec<Id>> = Default::default();
+    let mut needed: Vec<(Id, Id)> = vec![];
+    {
         let reader = PackReader::new(store);
         let mut blob = Vec::new();
+        let mut deltas: Vec<(Id, Location)> =
+            chosen.iter().filter(|(_, l)| l.encoding == Encoding::ZstdDelta).map(|(i, l)| (*i, *l)).collect();
+        deltas.sort_by_key(|(i, _)| *i);
         for (id, l) in deltas {
             reader.read_blob_into(&id, &l, &mut blob).map_err(refuse)?;
             let (bases, _) = delta::decode_blob(&blob)
                 .map_err(|e| refuse(Error::corrupt(format!("delta chunk {} in pack {}", id.short(), l.pack.short()), e)))?;
-            for b in bases {
-                if chosen.contains_key(&b) {
-                    continue;
-                }
-                match index.get(&b) {
-                    Some(bl) if on_disk.contains(&bl.pack) && bl.encoding != Encoding::ZstdDelta => {
-                        chosen.insert(b, bl);
-                        live.insert(b);
-                    }
-                    _ => {
-                        return Err(refuse(Error::new(
-                            ErrorKind::Missing,
-                            format!(
-                                "base chunk {} of live delta chunk {} is in no pack; run `rpger-store verify --deep --all`",
-                                b.short(),
-                                id.short()
-                            ),
-                        )))
-                    }
-                }
+            match bases.as_slice() {
+                [b] if !live.contains(b) => rebase.entry(*b).or_default().push(id),
+                _ => needed.extend(bases.iter().map(|b| (*b, id))),
             }
         }
-        report.live_chunks = live.len();
     }
+    for (b, id) in needed {
+        if chosen.contains_key(&b) {
+            continue;
+        }
+        match index.get(&b) {
+            Some(bl) if on_disk.contains(&bl.pack) && bl.encoding != Encoding::ZstdDelta => {
+                chosen.insert(b, bl);
+                live.insert(b);
+            }
+            _ => {
+                return Err(refuse(Error::new(
+                    ErrorKind::Missing,
+                    format!(
+                        "base chunk {} of live delta chunk {} is in no pack; run `rpger-store verify --deep --all`",
+                        b.short(),
+                        id.short()
+                    ),
+                )))
+            }
+        }
+    }
+    for b in rebase.keys() {
+        if !index.get(b).is_some_and(|l| on_disk.contains(&l.pack)) {
+            return Err(refuse(Error::new(
+                ErrorKind::Missing,
+                format!("base chunk {} of live delta chunks is in no pack; run `rpger-store verify --deep --all`", b.short()),
+            )));
+        }
+    }
+    let rebased: HashSet<Id> = rebase.values().flatten().copied().collect();
+    report.rebased = rebased.len();
+    report.live_chunks = live.len();
 
     // 3. plan: per pack, how much of it is live
     let mut usage: HashMap<Id, PackUse> = HashMap::new();
@@ -208,7 +232,7 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
     }
     // A live blob also needs its trailer entry; a pack with anything live needs its header and
     // footer. Counting them as used keeps full packs from looking partly dead.
-    for l in chosen.values() {
+    for (_, l) in chosen.iter().filter(|(i, _)| !rebased.contains(i)) {
         if let Some(u) = usage.get_mut(&l.pack) {
             if u.used == 0 {
                 u.used += (pack::HEADER_LEN + pack::FOOTER_LEN) as u64;
@@ -238,7 +262,7 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
     report.repacked_bytes = repack.iter().map(|p| usage[p].used).sum();
     report.unused_left = unused_left;
     let old_segments: Vec<Id> = index_segments(store)?;
-    let index_clean = delete.is_empty() && repack.is_empty() && old_segments.len() <= 1 && index.len() == chosen.len();
+    let index_clean = delete.is_empty() && repack.is_empty() && rebase.is_empty() && old_segments.len() <= 1 && index.len() == chosen.len();
     report.segments_replaced = if index_clean { 0 } else { old_segments.len() };
     let removed: u64 = delete.iter().chain(&repack).map(|p| usage[p].size).sum();
     report.bytes_after = report.bytes_before - removed + report.repacked_bytes;
@@ -255,9 +279,37 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
     let reader = PackReader::new(store);
     let mut writer = PackWriter::new(store);
     let mut moved: Vec<FinishedPack> = vec![];
-    let mut to_move: Vec<(Id, Location)> = chosen.iter().filter(|(_, l)| repacked.contains(&l.pack)).map(|(i, l)| (*i, *l)).collect();
+    let mut to_move: Vec<(Id, Location)> =
+        chosen.iter().filter(|(i, l)| repacked.contains(&l.pack) && !rebased.contains(i)).map(|(i, l)| (*i, *l)).collect();
     to_move.sort_by_key(|(_, l)| (l.pack, l.offset));
     let (mut stored, mut raw) = (Vec::new(), Vec::new());
+    // Re-base first: every chunk rebuilt and checked from the current store before any write.
+    let chunks = ChunkReader { index: &index, packs: &reader };
+    let level = store.config().zstd_level;
+    let mut new_features = vec![];
+    for deps in rebase.values() {
+        let first = chunks.read(&deps[0]).map_err(refuse)?;
+        let (enc, whole) = crate::compress::compress(&first, level);
+        new_features.push((deps[0], crate::delta::features(&first)));
+        if let Some(p) = writer.add(deps[0], enc, &whole, first.len() as u32)? {
+            moved.push(p);
+            steps.step();
+        }
+        for d in &deps[1..] {
+            let data = chunks.read(d).map_err(refuse)?;
+            let frame = crate::delta::compress(&data, &first, level)?;
+            let blob = delta::encode_blob(&[deps[0]], &frame);
+            let (enc, bytes) = crate::compress::compress(&data, level);
+            let (enc, bytes) = if blob.len() < bytes.len() { (Encoding::ZstdDelta, blob) } else { (enc, bytes) };
+            if enc != Encoding::ZstdDelta {
+                new_features.push((*d, crate::delta::features(&data)));
+            }
+            if let Some(p) = writer.add(*d, enc, &bytes, data.len() as u32)? {
+                moved.push(p);
+                steps.step();
+            }
+        }
+    }
     for (id, loc) in &to_move {
         // Copy the stored bytes as they are, after proving they decode to the chunk: a damaged
         // blob must stop prune before anything is deleted.
@@ -277,17 +329,26 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
             chosen.insert(b.id, Location { pack: p.id, offset: b.offset, len: b.len, raw_len: b.raw_len, encoding: b.encoding });
         }
     }
-    let seg = Segment { entries: chosen.iter().map(|(i, l)| (*i, *l)).collect() };
+    let mut preferred: Vec<Id> = rebased.iter().copied().collect();
+    preferred.sort_unstable();
+    let seg = Segment { entries: chosen.iter().map(|(i, l)| (*i, *l)).collect(), preferred };
     let bytes = seg.encode();
     let new_seg = Id::of(&bytes);
     fsutil::write_atomic(&store.tmp_dir(), &store.root().join("index").join(new_seg.to_hex()), &bytes)?;
     steps.step();
+
     for s in old_segments.iter().filter(|s| **s != new_seg) {
         let p = store.root().join("index").join(s.to_hex());
         fs::remove_file(&p).at("remove index segment", &p)?;
         steps.step();
     }
     fsutil::fsync_dir(&store.root().join("index"))?;
+    // Features of chunks that are gone or no longer whole are dead weight: one merged file
+    // replaces them (the chunks prune just stored whole included). Written before the old
+    // files go, so a crash leaves at most duplicates.
+    let whole: HashSet<Id> = chosen.iter().filter(|(_, l)| l.encoding != Encoding::ZstdDelta).map(|(i, _)| *i).collect();
+    crate::delta::compact_features(store, &whole, new_features)?;
+    steps.step();
     // Never delete a pack the new index names. Packs are content-addressed, so repacking can
     // recreate a pack that was planned for deletion: an orphan left by an interrupted prune that
     // wrote the very same blobs in the same order.

@@ -21,6 +21,7 @@ struct Entry {
     len: u32,
     raw_len: u32,
     encoding: Encoding,
+    preferred: bool,
 }
 
 /// chunk id -> location, for the whole store.
@@ -81,17 +82,29 @@ impl Index {
                 }
             };
             for (id, loc) in seg.entries {
+                let preferred = seg.preferred.binary_search(&id).is_ok();
                 let next = pack_pos.len() as u32;
                 let pi = *pack_pos.entry(loc.pack).or_insert(next);
                 if pi == next {
                     idx.packs.push(loc.pack);
                 }
-                idx.entries.push(Entry { id, pack: pi, offset: loc.offset, len: loc.len, raw_len: loc.raw_len, encoding: loc.encoding });
+                idx.entries.push(Entry {
+                    id,
+                    pack: pi,
+                    offset: loc.offset,
+                    len: loc.len,
+                    raw_len: loc.raw_len,
+                    encoding: loc.encoding,
+                    preferred,
+                });
             }
             idx.segments.push(seg_id);
         }
-        // A chunk stored twice (two concurrent backups) keeps one location; both are valid.
-        idx.entries.sort_unstable_by_key(|e| e.id);
+        // A chunk stored twice (two concurrent backups, or a prune that re-based a delta and
+        // was interrupted before removing the old segments) keeps one location. Both are valid,
+        // but a whole copy wins (a delta never finds its base stored as a delta), then the one
+        // prune re-encoded (so a rerun sees what the interrupted prune decided).
+        idx.entries.sort_unstable_by_key(|e| (e.id, e.encoding == Encoding::ZstdDelta, !e.preferred));
         idx.entries.dedup_by(|a, b| a.id == b.id);
         idx.entries.shrink_to_fit();
         Ok((idx, damaged))
@@ -157,6 +170,23 @@ impl Index {
         (raw, stored)
     }
 
+    /// (chunks, raw bytes, stored bytes) of the chunks stored as deltas.
+    pub fn delta_totals(&self) -> (u64, u64, u64) {
+        let mut t = (0u64, 0u64, 0u64);
+        let mut add = |raw: u32, len: u32| {
+            t.0 += 1;
+            t.1 += raw as u64;
+            t.2 += len as u64;
+        };
+        for e in self.entries.iter().filter(|e| e.encoding == Encoding::ZstdDelta) {
+            add(e.raw_len, e.len);
+        }
+        for l in self.pending.values().filter(|l| l.encoding == Encoding::ZstdDelta) {
+            add(l.raw_len, l.len);
+        }
+        t
+    }
+
     /// Records the blobs of a pack just written.
     pub fn add_pack(&mut self, pack: Id, entries: &[BlobEntry]) {
         for b in entries {
@@ -178,7 +208,7 @@ impl Index {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let seg = Segment { entries: self.pending.iter().map(|(k, v)| (*k, *v)).collect() };
+        let seg = Segment { entries: self.pending.iter().map(|(k, v)| (*k, *v)).collect(), preferred: vec![] };
         let bytes = seg.encode();
         let id = Id::of(&bytes);
         let path = store.root().join("index").join(id.to_hex());
@@ -190,7 +220,15 @@ impl Index {
             if pi == next {
                 self.packs.push(loc.pack);
             }
-            self.entries.push(Entry { id, pack: pi, offset: loc.offset, len: loc.len, raw_len: loc.raw_len, encoding: loc.encoding });
+            self.entries.push(Entry {
+                id,
+                pack: pi,
+                offset: loc.offset,
+                len: loc.len,
+                raw_len: loc.raw_len,
+                encoding: loc.encoding,
+                preferred: false,
+            });
         }
         self.entries.sort_unstable_by_key(|e| e.id);
         self.segments.push(id);
