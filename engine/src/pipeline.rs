@@ -309,6 +309,11 @@ fn map_readonly(f: &File, offset: u64, len: usize) -> std::io::Result<Mmap> {
     unsafe { MmapOptions::new().offset(offset).len(len).map(f) }
 }
 
+/// zstd level of delta frames. Against a similar base the matches are long whatever the level;
+/// level 1 (one hash table to fill from the base) was measured on the shared dataset at 3%
+/// larger deltas for 15-20% less CPU per incremental night than level 3.
+const DELTA_LEVEL: i32 = 1;
+
 /// A new chunk's blob, and its features when it is stored whole (a future base).
 struct Encoded {
     blob: Blob,
@@ -333,7 +338,7 @@ fn encode(
         if let Some(loc) = chunks.index.get(&base) {
             // A damaged or vanished base only costs the delta: the chunk is stored whole.
             if chunks.packs.read_chunk_into(&base, &loc, &mut buf.0, &mut buf.1, true).is_ok() {
-                if let Ok(frame) = delta::compress(data, &buf.1, level) {
+                if let Ok(frame) = delta::compress(data, &buf.1, DELTA_LEVEL.min(level)) {
                     let blob = rpger_formats::delta::encode_blob(&[base], &frame);
                     // What plain compression would give, from the base's own ratio.
                     let estimate = (loc.len as u64 * data.len() as u64 / (loc.raw_len as u64).max(1)).max(1);
