@@ -140,8 +140,7 @@ class Rustic(Tool):
     def init(self):
         pw = os.path.join(self.work, "pw")
         open(pw, "w").write("bench\n")
-        self.env["RUSTIC_CACHE_DIR"] = os.path.join(self.work, "cache")
-        self.base = ["rustic", "-r", self.repo, "--password-file", pw, "--no-progress"]
+        self.base = ["rustic", "-r", self.repo, "--password-file", pw, "--no-progress", "--cache-dir", os.path.join(self.work, "cache")]
         run(self.base + ["init"], env=self.env)
 
     def backup(self, night, i):
@@ -152,9 +151,6 @@ class Rustic(Tool):
 
     def restore(self, out, night):
         return self.base + ["restore", "latest", out]
-
-    def restored(self, out, night):
-        return out
 
 
 class Borg(Tool):

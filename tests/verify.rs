@@ -89,6 +89,17 @@ fn users_of(store: &Path, id: &Id) -> BTreeSet<(String, String)> {
     out
 }
 
+/// `ids` plus every delta chunk built on one of them (verify names their files too).
+fn with_delta_dependents(store: &Path, ids: &BTreeSet<Id>) -> BTreeSet<Id> {
+    let mut out = ids.clone();
+    for (d, bases) in deltas(store) {
+        if bases.iter().any(|b| ids.contains(b)) {
+            out.insert(d);
+        }
+    }
+    out
+}
+
 fn affected(v: &serde_json::Value) -> BTreeSet<(String, String)> {
     v["affected"]
         .as_array()
@@ -220,8 +231,9 @@ fn a_truncated_pack() {
         let (pack, path) = packs(&f.store).remove(0);
         let (len, blobs) = read_trailer(&s, &pack).unwrap();
         let cut = len / 2;
-        for b in blobs.iter().filter(|b| b.offset as u64 + b.len as u64 > cut) {
-            lost.extend(users_of(&f.store, &b.id));
+        let ids: BTreeSet<Id> = blobs.iter().filter(|b| b.offset as u64 + b.len as u64 > cut).map(|b| b.id).collect();
+        for id in with_delta_dependents(&f.store, &ids) {
+            lost.extend(users_of(&f.store, &id));
         }
         fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap();
     });
@@ -237,8 +249,9 @@ fn a_deleted_pack() {
     let (_f, v) = with_fault(|f| {
         let s = Store::open(&f.store).unwrap();
         let (pack, path) = packs(&f.store).remove(0);
-        for b in read_trailer(&s, &pack).unwrap().1 {
-            lost.extend(users_of(&f.store, &b.id));
+        let ids: BTreeSet<Id> = read_trailer(&s, &pack).unwrap().1.iter().map(|b| b.id).collect();
+        for id in with_delta_dependents(&f.store, &ids) {
+            lost.extend(users_of(&f.store, &id));
         }
         fs::remove_file(path).unwrap();
     });

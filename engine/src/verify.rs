@@ -270,6 +270,35 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
         }
         report.packs_checked += 1;
     }
+    // Deltas the snapshots need: their bases must be indexed, and whole (one small read each).
+    {
+        let reader = PackReader::new(store);
+        let mut head = Vec::new();
+        let mut needed: Vec<(Id, Location)> = referenced
+            .iter()
+            .filter_map(|id| index.get(id).map(|l| (*id, l)))
+            .filter(|(id, l)| l.encoding == Encoding::ZstdDelta && !bad.contains_key(id) && !damaged_packs.contains(&l.pack))
+            .collect();
+        needed.sort_by_key(|(_, l)| (l.pack, l.offset));
+        for (id, l) in needed {
+            let part = Location { len: l.len.min(rpger_formats::delta::header_len(rpger_formats::delta::MAX_BASES as u8) as u32), ..l };
+            let why = match reader.read_blob_into(&id, &part, &mut head).and_then(|_| {
+                rpger_formats::delta::decode_blob(&head).map(|(b, _)| b).map_err(|e| Error::corrupt(format!("chunk {}", id.short()), e))
+            }) {
+                Err(e) => Some(e.to_string()),
+                Ok(bases) => bases.iter().find_map(|b| match index.get(b) {
+                    None => Some(format!("chunk {}: its delta base chunk {} is not in the index", id.short(), b.short())),
+                    Some(bl) if bl.encoding == Encoding::ZstdDelta => {
+                        Some(format!("chunk {}: its delta base chunk {} is itself a delta", id.short(), b.short()))
+                    }
+                    Some(_) => None,
+                }),
+            };
+            if let Some(why) = why {
+                bad.insert(id, why);
+            }
+        }
+    }
     // Chunks the snapshots need but no index segment lists: restore cannot find them.
     if !unindexed.is_empty() {
         let in_packs: HashMap<Id, Id> = trailers.iter().flat_map(|(p, (_, es))| es.iter().map(move |b| (b.id, *p))).collect();
