@@ -147,10 +147,16 @@ impl Resemblance {
     /// The known chunk sharing the most features with `f` (at least [`MIN_SHARED`]); the most
     /// recently added wins a tie.
     pub fn best(&self, f: &Features) -> Option<Id> {
+        self.best_n(f, 1).pop()
+    }
+
+    /// Up to `n` known chunks sharing the most features with `f` (at least [`MIN_SHARED`]),
+    /// most similar first.
+    pub fn best_n(&self, f: &Features, n: usize) -> Vec<Id> {
         // A feature common to very many chunks (zero runs, padding) says nothing: look at a few.
         const MAX_PER_FEATURE: usize = 8;
         if self.bucket.is_empty() {
-            return None;
+            return vec![];
         }
         let mut votes: [(u32, usize); FEATURES * MAX_PER_FEATURE] = [(0, 0); FEATURES * MAX_PER_FEATURE];
         let mut used = 0;
@@ -176,7 +182,9 @@ impl Resemblance {
                 }
             }
         }
-        votes[..used].iter().filter(|x| x.1 >= MIN_SHARED).max_by_key(|x| (x.1, x.0)).map(|x| self.chunks[x.0 as usize])
+        let mut ranked: Vec<(u32, usize)> = votes[..used].iter().copied().filter(|x| x.1 >= MIN_SHARED).collect();
+        ranked.sort_unstable_by_key(|x| std::cmp::Reverse((x.1, x.0)));
+        ranked.into_iter().take(n).map(|x| self.chunks[x.0 as usize]).collect()
     }
 }
 

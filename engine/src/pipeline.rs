@@ -314,6 +314,9 @@ fn map_readonly(f: &File, offset: u64, len: usize) -> std::io::Result<Mmap> {
 /// larger deltas for 15-20% less CPU per incremental night than level 3.
 const DELTA_LEVEL: i32 = 1;
 
+/// Most bases a new chunk is compressed against (the chunks sharing the most features).
+const DELTA_BASES: usize = 2;
+
 /// A new chunk's blob, and its features when it is stored whole (a future base).
 struct Encoded {
     blob: Blob,
@@ -334,30 +337,40 @@ fn encode(
     buf: &mut (Vec<u8>, Vec<u8>),
 ) -> Encoded {
     let features = delta_on.then(|| delta::features(data));
-    if let Some(base) = features.as_ref().filter(|_| !resemblance.is_empty()).and_then(|f| resemblance.best(f)) {
-        if let Some(loc) = chunks.index.get(&base) {
-            // A damaged or vanished base only costs the delta: the chunk is stored whole.
-            if chunks.packs.read_chunk_into(&base, &loc, &mut buf.0, &mut buf.1, true).is_ok() {
-                if let Ok(frame) = delta::compress(data, &buf.1, DELTA_LEVEL.min(level)) {
-                    let blob = rpger_formats::delta::encode_blob(&[base], &frame);
-                    // What plain compression would give, from the base's own ratio.
-                    let estimate = (loc.len as u64 * data.len() as u64 / (loc.raw_len as u64).max(1)).max(1);
-                    let plain = if (blob.len() as u64) * 3 < estimate { None } else { Some(compress::compress(data, level)) };
-                    match plain {
-                        Some((enc, stored)) if stored.len() <= blob.len() => {
-                            return Encoded { blob: (id, enc, stored, data.len() as u32), features, saved: 0 };
-                        }
-                        Some((_, stored)) => {
-                            let saved = (stored.len() - blob.len()) as u64;
-                            return Encoded { blob: (id, Encoding::ZstdDelta, blob, data.len() as u32), features: None, saved };
-                        }
-                        None => {
-                            let saved = estimate.saturating_sub(blob.len() as u64);
-                            return Encoded { blob: (id, Encoding::ZstdDelta, blob, data.len() as u32), features: None, saved };
-                        }
-                    }
+    let candidates = match &features {
+        Some(f) if !resemblance.is_empty() => resemblance.best_n(f, DELTA_BASES),
+        _ => vec![],
+    };
+    // The bases' bytes, least similar first: the best base ends the prefix, nearest the data.
+    let (mut prefix, mut bases, mut estimate) = (Vec::new(), Vec::new(), 0u64);
+    for base in candidates.iter().rev() {
+        let Some(loc) = chunks.index.get(base) else { continue };
+        // A damaged or vanished base only costs the delta: it is skipped.
+        if loc.encoding == Encoding::ZstdDelta || chunks.packs.read_chunk_into(base, &loc, &mut buf.0, &mut buf.1, true).is_err() {
+            continue;
+        }
+        prefix.extend_from_slice(&buf.1);
+        bases.push(*base);
+        // What plain compression would give, from the best base's own ratio.
+        estimate = (loc.len as u64 * data.len() as u64 / (loc.raw_len as u64).max(1)).max(1);
+    }
+    if !bases.is_empty() {
+        if let Ok(frame) = delta::compress(data, &prefix, DELTA_LEVEL.min(level)) {
+            let blob = rpger_formats::delta::encode_blob(&bases, &frame);
+            let plain = if (blob.len() as u64) * 3 < estimate { None } else { Some(compress::compress(data, level)) };
+            return match plain {
+                Some((enc, stored)) if stored.len() <= blob.len() => {
+                    Encoded { blob: (id, enc, stored, data.len() as u32), features, saved: 0 }
                 }
-            }
+                Some((_, stored)) => {
+                    let saved = (stored.len() - blob.len()) as u64;
+                    Encoded { blob: (id, Encoding::ZstdDelta, blob, data.len() as u32), features: None, saved }
+                }
+                None => {
+                    let saved = estimate.saturating_sub(blob.len() as u64);
+                    Encoded { blob: (id, Encoding::ZstdDelta, blob, data.len() as u32), features: None, saved }
+                }
+            };
         }
     }
     let (enc, stored) = compress::compress(data, level);

@@ -171,8 +171,8 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
     }
 
     // 2b. the bases of live deltas. A base some file uses stays anyway. A base only deltas need
-    // is dropped: its single-base deltas are re-based (the first stored whole, the others as
-    // deltas against it); bases of other deltas are kept.
+    // is dropped: the deltas built on it are re-based (grouped by that base: the first stored
+    // whole, the others as deltas against it).
     let mut rebase: std::collections::BTreeMap<Id, Vec<Id>> = Default::default();
     let mut needed: Vec<(Id, Id)> = vec![];
     {
@@ -185,9 +185,9 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
             reader.read_blob_into(&id, &l, &mut blob).map_err(refuse)?;
             let (bases, _) = delta::decode_blob(&blob)
                 .map_err(|e| refuse(Error::corrupt(format!("delta chunk {} in pack {}", id.short(), l.pack.short()), e)))?;
-            match bases.as_slice() {
-                [b] if !live.contains(b) => rebase.entry(*b).or_default().push(id),
-                _ => needed.extend(bases.iter().map(|b| (*b, id))),
+            match bases.iter().find(|b| !live.contains(b)) {
+                Some(dead) => rebase.entry(*dead).or_default().push(id),
+                None => needed.extend(bases.iter().map(|b| (*b, id))),
             }
         }
     }
@@ -213,6 +213,7 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
     for b in rebase.keys() {
+        // (Only the group's key is checked here; every base is read back before anything is written.)
         if !index.get(b).is_some_and(|l| on_disk.contains(&l.pack)) {
             return Err(refuse(Error::new(
                 ErrorKind::Missing,
