@@ -29,6 +29,13 @@ fn night_bytes(size: u64) -> Vec<u8> {
     all
 }
 
+/// A new store in a temporary directory (kept alive by the returned guard).
+fn fresh_store() -> (tempfile::TempDir, Store) {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::init(&d.path().join("s"), InitOptions::default()).unwrap();
+    (d, s)
+}
+
 fn stages(c: &mut Criterion) {
     let data = night_bytes(24_000_000);
     let p = ChunkParams::DEFAULT;
@@ -78,26 +85,18 @@ fn store_parts(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(stored));
     // Appending compressed blobs to packs, each pack made durable (fsync) when it closes.
     g.bench_function("pack_write", |b| {
-        b.iter_with_setup(
-            || {
-                let d = tempfile::tempdir().unwrap();
-                let s = Store::init(&d.path().join("s"), InitOptions::default()).unwrap();
-                (d, s)
-            },
-            |(_d, store)| {
-                let mut w = PackWriter::new(&store);
-                for (id, e, b, raw) in &blobs {
-                    w.add(*id, *e, b, *raw).unwrap();
-                }
-                w.finish().unwrap();
-            },
-        )
+        b.iter_with_setup(fresh_store, |(_d, store)| {
+            let mut w = PackWriter::new(&store);
+            for (id, e, b, raw) in &blobs {
+                w.add(*id, *e, b, *raw).unwrap();
+            }
+            w.finish().unwrap();
+        })
     });
     g.finish();
 
     // 1 M chunks in one index segment; lookups of present and absent ids.
-    let d = tempfile::tempdir().unwrap();
-    let store = Store::init(&d.path().join("s"), InitOptions::default()).unwrap();
+    let (_d, store) = fresh_store();
     let mut index = Index::default();
     let id_of = |i: u64| Id::of(&i.to_le_bytes());
     for p in 0..16u64 {
@@ -124,21 +123,13 @@ fn end_to_end(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(bytes));
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.bench_function("night1_new_store", |b| {
-        b.iter_with_setup(
-            || {
-                let d = tempfile::tempdir().unwrap();
-                let s = Store::init(&d.path().join("s"), InitOptions::default()).unwrap();
-                (d, s)
-            },
-            |(_d, store)| {
-                backup::backup(&store, BackupOptions::new(night_sources(src.path())), &NoProgress).unwrap();
-            },
-        )
+        b.iter_with_setup(fresh_store, |(_d, store)| {
+            backup::backup(&store, BackupOptions::new(night_sources(src.path())), &NoProgress).unwrap();
+        })
     });
     g.finish();
     // The restore write path: read, decompress, check and write every file of that night.
-    let d = tempfile::tempdir().unwrap();
-    let store = Store::init(&d.path().join("s"), InitOptions::default()).unwrap();
+    let (_d, store) = fresh_store();
     backup::backup(&store, BackupOptions::new(night_sources(src.path())), &NoProgress).unwrap();
     let mut g = c.benchmark_group("restore");
     g.throughput(Throughput::Bytes(bytes));

@@ -27,12 +27,7 @@ impl Docker {
     /// # Errors
     /// [`ErrorKind::Missing`] when no engine answers.
     pub fn connect() -> Result<Docker> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::with_cause(ErrorKind::Io, "cannot start the Docker client runtime", e))?;
-        let api = bollard::Docker::connect_with_local_defaults()
-            .map_err(|e| Error::with_cause(ErrorKind::Missing, "cannot reach the Docker engine", e))?;
+        let (rt, api) = client()?;
         rt.block_on(api.ping()).map_err(|e| Error::with_cause(ErrorKind::Missing, "the Docker engine does not answer", e))?;
         Ok(Docker { rt, api })
     }
@@ -69,6 +64,17 @@ impl Docker {
             .block_on(self.api.unpause_container(name))
             .map_err(|e| Error::with_cause(ErrorKind::Io, format!("cannot unpause container {name}"), e))
     }
+}
+
+/// A current-thread runtime and a client of the local engine (`$DOCKER_HOST` or the socket).
+fn client() -> Result<(tokio::runtime::Runtime, bollard::Docker)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::with_cause(ErrorKind::Io, "cannot start the Docker client runtime", e))?;
+    let api = bollard::Docker::connect_with_local_defaults()
+        .map_err(|e| Error::with_cause(ErrorKind::Missing, "cannot reach the Docker engine", e))?;
+    Ok((rt, api))
 }
 
 /// A paused container; unpaused when dropped (or when this process dies).
@@ -186,12 +192,7 @@ where
     let worker = std::thread::Builder::new()
         .name("docker-stream".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Error::with_cause(ErrorKind::Io, "cannot start the Docker client runtime", e))?;
-            let api = bollard::Docker::connect_with_local_defaults()
-                .map_err(|e| Error::with_cause(ErrorKind::Missing, "cannot reach the Docker engine", e))?;
+            let (rt, api) = client()?;
             rt.block_on(job(api, tx, w))
         })
         .map_err(|e| Error::with_cause(ErrorKind::Io, "cannot start the Docker client thread", e))?;

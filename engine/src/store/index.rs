@@ -24,6 +24,12 @@ struct Entry {
     preferred: bool,
 }
 
+impl Entry {
+    fn new(id: Id, pack: u32, loc: &Location, preferred: bool) -> Entry {
+        Entry { id, pack, offset: loc.offset, len: loc.len, raw_len: loc.raw_len, encoding: loc.encoding, preferred }
+    }
+}
+
 /// chunk id -> location, for the whole store.
 #[derive(Debug, Default)]
 pub struct Index {
@@ -88,15 +94,7 @@ impl Index {
                 if pi == next {
                     idx.packs.push(loc.pack);
                 }
-                idx.entries.push(Entry {
-                    id,
-                    pack: pi,
-                    offset: loc.offset,
-                    len: loc.len,
-                    raw_len: loc.raw_len,
-                    encoding: loc.encoding,
-                    preferred,
-                });
+                idx.entries.push(Entry::new(id, pi, &loc, preferred));
             }
             idx.segments.push(seg_id);
         }
@@ -220,15 +218,7 @@ impl Index {
             if pi == next {
                 self.packs.push(loc.pack);
             }
-            self.entries.push(Entry {
-                id,
-                pack: pi,
-                offset: loc.offset,
-                len: loc.len,
-                raw_len: loc.raw_len,
-                encoding: loc.encoding,
-                preferred: false,
-            });
+            self.entries.push(Entry::new(id, pi, &loc, false));
         }
         self.entries.sort_unstable_by_key(|e| e.id);
         self.segments.push(id);
