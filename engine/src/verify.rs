@@ -114,12 +114,13 @@ impl VerifyReport {
     /// One line: what was checked and what was found.
     pub fn summary(&self) -> String {
         let mode = if self.deep { "deep" } else { "quick" };
+        // Whole files are only re-read with `--deep --files`.
+        let files = if self.files_checked > 0 { format!(", {} files", self.files_checked) } else { String::new() };
         let what = format!(
-            "{mode} verify of {} snapshot(s): {} packs, {} chunks, {} files, {} bytes checked",
+            "{mode} verify of {} snapshot(s): {} packs, {} chunks{files}, {} bytes checked",
             self.snapshots.len(),
             self.packs_checked,
             self.chunks_checked,
-            self.files_checked,
             self.bytes_checked
         );
         if self.is_sound() {
