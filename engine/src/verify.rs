@@ -591,11 +591,10 @@ fn rehash(
 ) -> std::result::Result<(), String> {
     let mut h = blake3::Hasher::new();
     let (mut stored, mut data) = (Vec::new(), Vec::new());
+    let chunks = ChunkReader { index, packs: reader };
     for id in &f.chunks {
         let loc = index.get(id).ok_or_else(|| format!("chunk {} is not in the index", id.short()))?;
-        ChunkReader { index, packs: reader }
-            .read_into(id, &loc, &mut stored, &mut data, !proven.contains(id))
-            .map_err(|e| e.to_string())?;
+        chunks.read_into(id, &loc, &mut stored, &mut data, !proven.contains(id)).map_err(|e| e.to_string())?;
         h.update(&data);
         progress.advance(data.len() as u64);
     }
