@@ -10,7 +10,7 @@
 //! links -> directory metadata deepest first (so a read-only dir or an mtime is set after its
 //! contents are written). `chown` precedes `chmod`, which keeps setuid/setgid bits.
 
-use crate::delta::ChunkReader;
+use crate::delta::{BaseCache, ChunkReader};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::progress::Progress;
 use crate::store::index::Index;
@@ -361,10 +361,10 @@ fn restore_file(ctx: &Ctx, parent: BorrowedFd, name: &[u8], e: &Entry) -> Result
     }
     let reader = ChunkReader { index: ctx.index, packs: ctx.reader };
     offsets.par_iter().try_for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(stored, data), (id, loc, off)| -> Result<()> {
+        || (BaseCache::default(), Vec::new()),
+        |(cache, data), (id, loc, off)| -> Result<()> {
             // Every chunk is checked against its BLAKE3 (its id) before it is written.
-            reader.read_into(id, loc, stored, data, true)?;
+            reader.read_cached(id, loc, data, cache)?;
             if !(*sparse && data.iter().all(|&b| b == 0)) {
                 file.write_all_at(data, *off).at("write", &shown)?;
             }

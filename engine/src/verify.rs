@@ -1,13 +1,13 @@
 //! verify: prove that snapshots can be restored bit for bit, or say exactly what is lost.
 //!
 //! Quick mode reads only metadata: snapshot files, manifests, index segments and pack trailers.
-//! Deep mode also memory-maps packs and decompresses and re-hashes every blob (a delta is
+//! Deep mode also reads packs in windows and decompresses and re-hashes every blob (a delta is
 //! rebuilt from its bases); with `files` it then re-hashes every file of the checked snapshots
 //! end to end. Every finding names the damaged object and
 //! the snapshots, sources and paths that depend on it. Verify only reads the store.
 
 use crate::compress;
-use crate::delta::ChunkReader;
+use crate::delta::{BaseCache, ChunkReader};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::progress::Progress;
 use crate::store::index::Index;
@@ -21,6 +21,7 @@ use rpger_formats::snapshot::EntryKind;
 use rpger_formats::Id;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -321,7 +322,7 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
         }
     }
 
-    // 4. deep: every blob of every (selected) pack, memory-mapped, decompressed and re-hashed.
+    // 4. deep: every blob of every (selected) pack, read in windows, decompressed and re-hashed.
     if opts.deep {
         let selected: Vec<Id> = pack_ids.iter().filter(|p| opts.subset.is_none_or(|(n, m)| in_subset(p, n, m))).copied().collect();
         let total: u64 = selected.iter().map(|p| fs::metadata(store.pack_path(p)).map(|m| m.len()).unwrap_or(0)).sum();
@@ -331,9 +332,11 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
         let chunks = ChunkReader { index: &index, packs: &pack_reader };
         // Chunks the checked files use: a delta no file uses whose base prune has reclaimed is
         // dead data waiting for the next repack, not damage.
-        let used: HashSet<Id> = files.iter().flat_map(|f| f.chunks.iter().copied()).collect();
-        let dead_deltas = std::sync::atomic::AtomicU64::new(0);
-        let found = Mutex::new((Vec::<(Id, Problem)>::new(), BadChunks::new(), 0u64, 0u64));
+        let used = &referenced;
+        // Pass 1, pack by pack in windows: whole blobs are decompressed and re-hashed; deltas
+        // wait for pass 2.
+        type PackResult = (u64, BadChunks, Vec<Deferred>);
+        let found = Mutex::new((BTreeMap::<Id, std::result::Result<PackResult, String>>::new(), 0u64));
         selected.par_iter().for_each(|p| {
             // Blobs to check: the trailer's, plus the index's (which still locate data when the
             // trailer is damaged).
@@ -349,33 +352,73 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
             for (id, l) in by_pack.get(p).map(|v| v.as_slice()).unwrap_or(&[]) {
                 blobs.insert((l.offset, *id), *l);
             }
-            let r = check_pack(store, &chunks, p, &blobs, &used, &dead_deltas, progress);
+            let r = check_pack(store, p, &blobs, progress);
             let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
-            match r {
-                Ok((bytes, n, badlist)) => {
-                    f.2 += bytes;
-                    f.3 += n;
-                    if !badlist.is_empty() {
-                        let first = badlist.values().min().cloned().unwrap_or_default();
-                        let what = format!("{} of {} chunk(s) damaged, e.g. {first}", badlist.len(), blobs.len());
-                        f.0.push((*p, Problem { dependents: vec![], object: format!("pack {}", p.short()), what }));
-                    }
-                    f.1.extend(badlist);
-                }
-                Err(e) => f.0.push((*p, Problem { dependents: vec![], object: format!("pack {}", p.short()), what: e.to_string() })),
+            if let Ok((bytes, _, _)) = &r {
+                f.1 += bytes;
             }
+            f.0.insert(*p, r.map(|(_, bad, deferred)| (blobs.len() as u64, bad, deferred)).map_err(|e| e.to_string()));
         });
+        let (mut per_pack, bytes) = found.into_inner().unwrap_or_else(|e| e.into_inner());
+        // Pass 2: deltas grouped by their first base, so a base shared by several nights'
+        // versions of a region is decoded once per group.
+        let mut deferred: Vec<Deferred> =
+            per_pack.values_mut().filter_map(|r| r.as_mut().ok()).flat_map(|r| std::mem::take(&mut r.2)).collect();
+        deferred.sort_unstable_by_key(|d| d.first);
+        let dead_deltas = std::sync::atomic::AtomicU64::new(0);
+        let bad_deltas: Vec<(Id, Id, String)> = deferred
+            .par_chunks(256)
+            .flat_map_iter(|group| {
+                let (mut cache, mut stored, mut out, mut bad) = (BaseCache::default(), Vec::new(), Vec::new(), Vec::new());
+                for d in group {
+                    let r = pack_reader
+                        .read_blob_into(&d.id, &d.loc, &mut stored)
+                        .and_then(|_| chunks.rebuild_checked(&d.id, &d.loc, &stored, &mut out, &mut cache));
+                    progress.advance(d.loc.len as u64);
+                    match r {
+                        Ok(()) => {}
+                        // Dead data: a delta no checked file uses, or a copy of a chunk the
+                        // index locates elsewhere (prune re-based it, or an interrupted prune
+                        // left it), whose bases are gone or were re-based too.
+                        Err(_)
+                            if !used.contains(&d.id)
+                                || index.get(&d.id).is_some_and(|x| x.pack != d.loc.pack || x.offset != d.loc.offset) =>
+                        {
+                            dead_deltas.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) => bad.push((d.loc.pack, d.id, format!("chunk {} in pack {}: {e}", d.id.short(), d.loc.pack.short()))),
+                    }
+                }
+                bad
+            })
+            .collect();
         progress.finish();
+        let n: u64 = deferred.len() as u64 + per_pack.values().filter_map(|r| r.as_ref().ok()).map(|r| r.0).sum::<u64>();
+        drop(deferred);
+        for (p, id, why) in bad_deltas {
+            if let Some(Ok(r)) = per_pack.get_mut(&p) {
+                r.1.insert(id, why);
+            }
+        }
         let dead = dead_deltas.into_inner();
         if dead > 0 {
             report.notes.push(format!(
                 "{dead} unused delta blob(s) that no longer rebuild (their bases were reclaimed or re-based by prune; no checked file needs them, and a later prune removes them)"
             ));
         }
-        let (problems, badmap, bytes, n) = found.into_inner().unwrap_or_else(|e| e.into_inner());
-        for (p, problem) in problems {
+        let mut badmap = BadChunks::new();
+        for (p, r) in per_pack {
+            let problem = match r {
+                Ok((total, badlist, _)) if !badlist.is_empty() => {
+                    let first = badlist.values().min().cloned().unwrap_or_default();
+                    badmap.extend(badlist.iter().map(|(k, v)| (*k, v.clone())));
+                    format!("{} of {total} chunk(s) damaged, e.g. {first}", badlist.len())
+                }
+                Ok(_) => continue,
+                Err(e) => e,
+            };
             damaged_packs.insert(p);
-            report.problems.push(problem);
+            report.problems.push(Problem { dependents: vec![], object: format!("pack {}", p.short()), what: problem });
         }
         for (id, why) in badmap {
             bad.entry(id).or_insert(why);
@@ -513,70 +556,93 @@ fn list_pack_files(store: &Store, report: &mut VerifyReport) -> Result<Vec<Id>> 
     Ok(out)
 }
 
-/// Checks every blob of one pack from a memory map; returns (bytes read, blobs checked, bad).
+/// Bytes of a pack the deep pass reads at a time: large sequential reads, bounded memory.
+const PACK_WINDOW: u64 = 4 << 20;
+
+/// A delta blob checked in the second pass, grouped with others sharing its first base.
+struct Deferred {
+    first: Id,
+    id: Id,
+    loc: Location,
+}
+
+/// What the first pass found for one blob.
+enum Outcome {
+    Sound,
+    Bad(Id, String),
+    Delta(Deferred),
+}
+
+/// Checks every whole blob of one pack, read in windows; returns (bytes read, bad, the deltas
+/// for the second pass with their first base).
 fn check_pack(
     store: &Store,
-    chunks: &ChunkReader,
     pack: &Id,
     blobs: &BTreeMap<(u32, Id), Location>,
-    used: &HashSet<Id>,
-    dead_deltas: &std::sync::atomic::AtomicU64,
     progress: &dyn Progress,
-) -> Result<(u64, u64, BadChunks)> {
+) -> Result<(u64, BadChunks, Vec<Deferred>)> {
     let path = store.pack_path(pack);
     let f = File::open(&path).at("open pack", &path)?;
     let len = f.metadata().at("stat pack", &path)?.len();
-    let map = map_pack(&f).at("map pack", &path)?;
-    let bytes = &map[..];
-    let bad: BadChunks = blobs
-        .par_iter()
-        .filter_map(|((_, id), l)| {
-            let start = l.offset as usize;
-            let end = start + l.len as usize;
-            let why = if end > bytes.len() {
-                Some(format!(
-                    "chunk {} in pack {}: blob at {start}..{end} is past the end of the {}-byte pack (truncated)",
-                    id.short(),
-                    pack.short(),
-                    len
-                ))
-            } else {
-                let raw = if l.encoding == Encoding::ZstdDelta {
-                    let mut out = Vec::new();
-                    match chunks.rebuild(id, l, &bytes[start..end], &mut out) {
-                        // Dead data: a delta no checked file uses, or a copy of a chunk the
-                        // index locates elsewhere (prune re-based it, or an interrupted prune
-                        // left it), whose bases are gone or were re-based too.
-                        Err(_) if !used.contains(id) || chunks.index.get(id).is_some_and(|x| x.pack != *pack || x.offset != l.offset) => {
-                            dead_deltas.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            progress.advance(l.len as u64);
-                            return None;
-                        }
-                        r => r.map(|_| out),
-                    }
-                } else {
-                    compress::decompress(l.encoding, &bytes[start..end], l.raw_len as usize)
-                };
-                match raw {
-                    Err(e) => Some(format!("chunk {} in pack {}: {e}", id.short(), pack.short())),
-                    Ok(raw) if Id::of(&raw) != *id => {
-                        Some(format!("chunk {} in pack {}: content does not match its hash", id.short(), pack.short()))
-                    }
-                    Ok(_) => None,
+    let list: Vec<(&Id, &Location)> = blobs.iter().map(|((_, id), l)| (id, l)).collect();
+    let (mut bad, mut deferred, mut buf) = (BadChunks::new(), Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < list.len() {
+        let start = list[i].1.offset as u64;
+        let mut end = start + list[i].1.len as u64;
+        let mut j = i + 1;
+        while j < list.len() && (list[j].1.offset as u64 + list[j].1.len as u64).max(end) - start <= PACK_WINDOW {
+            end = end.max(list[j].1.offset as u64 + list[j].1.len as u64);
+            j += 1;
+        }
+        buf.resize(end.min(len).saturating_sub(start) as usize, 0);
+        f.read_exact_at(&mut buf, start).at("read pack", &path)?;
+        let outcomes: Vec<Outcome> = list[i..j]
+            .par_iter()
+            .map(|&(id, l)| {
+                let (from, to) = ((l.offset as u64 - start) as usize, (l.offset as u64 - start) as usize + l.len as usize);
+                if to > buf.len() {
+                    progress.advance(l.len as u64);
+                    let (s, e) = (l.offset as u64, l.offset as u64 + l.len as u64);
+                    return Outcome::Bad(
+                        *id,
+                        format!(
+                            "chunk {} in pack {}: blob at {s}..{e} is past the end of the {len}-byte pack (truncated)",
+                            id.short(),
+                            pack.short()
+                        ),
+                    );
                 }
-            };
-            progress.advance(l.len as u64);
-            why.map(|w| (*id, w))
-        })
-        .collect();
-    Ok((len, blobs.len() as u64, bad))
-}
-
-#[allow(unsafe_code)]
-fn map_pack(f: &File) -> std::io::Result<memmap2::Mmap> {
-    // SAFETY: read-only private map of a pack file; packs are never modified after they are
-    // renamed into place (prune replaces whole files).
-    unsafe { memmap2::Mmap::map(f) }
+                let blob = &buf[from..to];
+                if l.encoding == Encoding::ZstdDelta {
+                    return match rpger_formats::delta::decode_blob(blob) {
+                        Ok((bases, _)) if !bases.is_empty() => Outcome::Delta(Deferred { first: bases[0], id: *id, loc: *l }),
+                        // A malformed header: pass 2 names it (or counts it as dead data).
+                        _ => Outcome::Delta(Deferred { first: *id, id: *id, loc: *l }),
+                    };
+                }
+                progress.advance(l.len as u64);
+                match compress::decompress(l.encoding, blob, l.raw_len as usize) {
+                    Err(e) => Outcome::Bad(*id, format!("chunk {} in pack {}: {e}", id.short(), pack.short())),
+                    Ok(raw) if Id::of(&raw) != *id => {
+                        Outcome::Bad(*id, format!("chunk {} in pack {}: content does not match its hash", id.short(), pack.short()))
+                    }
+                    Ok(_) => Outcome::Sound,
+                }
+            })
+            .collect();
+        for o in outcomes {
+            match o {
+                Outcome::Sound => {}
+                Outcome::Bad(id, why) => {
+                    bad.insert(id, why);
+                }
+                Outcome::Delta(d) => deferred.push(d),
+            }
+        }
+        i = j;
+    }
+    Ok((len, bad, deferred))
 }
 
 /// Re-reads a file's chunks in order and compares the BLAKE3 of the whole with the manifest.

@@ -125,7 +125,7 @@ impl Index {
 
     /// Where `id` is stored.
     pub fn get(&self, id: &Id) -> Option<Location> {
-        if let Ok(i) = self.entries.binary_search_by(|e| e.id.cmp(id)) {
+        if let Some(i) = self.position(id) {
             let e = &self.entries[i];
             return Some(Location {
                 pack: self.packs[e.pack as usize],
@@ -140,7 +140,16 @@ impl Index {
 
     /// Whether `id` is stored.
     pub fn contains(&self, id: &Id) -> bool {
-        self.entries.binary_search_by(|e| e.id.cmp(id)).is_ok() || self.pending.contains_key(id)
+        self.position(id).is_some() || self.pending.contains_key(id)
+    }
+
+    /// Where `id` is in the sorted entries. Ids are uniform hashes, so comparing their first 8
+    /// bytes as one integer settles almost every step; a 32-byte memcmp per step cost 4% of a
+    /// restore.
+    fn position(&self, id: &Id) -> Option<usize> {
+        let head = |id: &Id| u64::from_be_bytes([id.0[0], id.0[1], id.0[2], id.0[3], id.0[4], id.0[5], id.0[6], id.0[7]]);
+        let k = head(id);
+        self.entries.binary_search_by(|e| head(&e.id).cmp(&k).then_with(|| e.id.cmp(id))).ok()
     }
 
     /// Number of distinct chunks known.
