@@ -30,8 +30,11 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 /// Bytes of a file mapped (or of a stream buffered) at a time. Must exceed the largest chunk.
-const WINDOW: usize = 8 << 20;
-/// Chunk bytes gathered before they are hashed and compressed in parallel.
+/// Every window a pending batch points into stays resident: 4 MiB (against 8) took a night-1
+/// backup of the shared dataset from 109 to 90 MiB peak RSS at the same speed.
+const WINDOW: usize = 4 << 20;
+/// Chunk bytes gathered before they are hashed and compressed in parallel. 4 MiB batches made
+/// incremental nights 20-40% slower (more pipeline hand-offs per byte) for 20 MiB less RSS.
 const BATCH: usize = 8 << 20;
 /// Files at least this large are memory-mapped; smaller ones are read.
 const MMAP_MIN: u64 = 1 << 20;
