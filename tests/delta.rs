@@ -66,7 +66,7 @@ fn similar_chunks_are_stored_as_deltas_and_restore_exactly() {
         news.push((a, b));
     }
     eprintln!("DELTA REPORT: new stored bytes per night (delta, no delta): {news:?}");
-    assert_eq!(news[0].0, news[0].1, "night 1 has nothing to delta against");
+    assert_eq!(news[0].0, news[0].1, "night 1 (less than a pack) has nothing durable to delta against");
     for (a, b) in &news[1..] {
         assert!(a * 2 < *b, "deltas should at least halve a night: {a} vs {b}");
     }
@@ -95,6 +95,42 @@ fn similar_chunks_are_stored_as_deltas_and_restore_exactly() {
             assert_ne!(index.get(&b).unwrap().encoding, Encoding::ZstdDelta);
         }
     }
+}
+
+#[test]
+fn later_chunks_of_one_backup_are_deltas_against_its_earlier_durable_chunks() {
+    // 68 MiB of noise (stored raw: two 32 MiB packs are durable before the copy's chunks are
+    // encoded, whatever the timing, since the writer is at most one batch behind), then the
+    // first 8 MiB again with a few bytes changed every 4 KiB.
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let mut data = noise(71, 68 << 20);
+    let mut copy = data[..8 << 20].to_vec();
+    for i in (0..copy.len()).step_by(4096) {
+        copy[i] ^= 0x5a;
+        copy[i + 1] = copy[i + 1].wrapping_add(1);
+    }
+    data.extend_from_slice(&copy);
+    fs::write(src.join("dump.bin"), &data).unwrap();
+    let source = format!("db={}", src.display());
+    let (with, without) = (init_store(&t.path().join("a")), init_store(&t.path().join("b")));
+    let a = ok(&with, &["--json", "backup", "--source", &source]).json()["new_stored_bytes"].as_u64().unwrap();
+    let b = ok(&without, &["--json", "backup", "--no-delta", "--source", &source]).json()["new_stored_bytes"].as_u64().unwrap();
+    eprintln!("IN-RUN DELTA REPORT: stored {a} bytes with deltas, {b} without");
+    assert!(b > (75 << 20), "noise does not compress: {b}");
+    assert!(a < (70 << 20), "the changed copy should cost far less than its 8 MiB: {a}");
+    // Every delta's bases are chunks stored whole by the same run.
+    let ds = deltas(&with);
+    assert!(ds.len() > 100, "{}", ds.len());
+    let index = Index::load(&Store::open(&with).unwrap()).unwrap();
+    for (_, bases) in &ds {
+        assert!(bases.iter().all(|b| index.get(b).is_some_and(|l| l.encoding != Encoding::ZstdDelta)));
+    }
+    ok(&with, &["verify", "--deep"]);
+    let out = t.path().join("out");
+    ok(&with, &["restore", "latest", out.to_str().unwrap()]);
+    assert!(fs::read(out.join("db/dump.bin")).unwrap() == data, "restored file differs");
 }
 
 #[test]

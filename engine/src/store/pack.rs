@@ -49,7 +49,7 @@ impl PackWriter {
         if self.current.is_none() {
             let tmp = fsutil::tmp_path(&self.store.tmp_dir(), "pack");
             let f = OpenOptions::new().write(true).create_new(true).open(&tmp).at("create pack", &tmp)?;
-            let mut p = OpenPack { tmp, out: BufWriter::with_capacity(4 << 20, f), hasher: blake3::Hasher::new(), entries: vec![], len: 0 };
+            let mut p = OpenPack { tmp, out: BufWriter::with_capacity(1 << 20, f), hasher: blake3::Hasher::new(), entries: vec![], len: 0 };
             let h = pack::header();
             p.out.write_all(&h).at("write pack", &p.tmp)?;
             p.hasher.update(&h);
