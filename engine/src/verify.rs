@@ -337,7 +337,7 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
         // wait for pass 2.
         type PackResult = (u64, BadChunks, Vec<Deferred>);
         let found = Mutex::new((BTreeMap::<Id, std::result::Result<PackResult, String>>::new(), 0u64));
-        selected.par_iter().for_each(|p| {
+        selected.par_iter().enumerate().for_each(|(pack_no, p)| {
             // Blobs to check: the trailer's, plus the index's (which still locate data when the
             // trailer is damaged).
             let mut blobs: BTreeMap<(u32, Id), Location> = BTreeMap::new();
@@ -352,7 +352,7 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
             for (id, l) in by_pack.get(p).map(|v| v.as_slice()).unwrap_or(&[]) {
                 blobs.insert((l.offset, *id), *l);
             }
-            let r = check_pack(store, p, &blobs, progress);
+            let r = check_pack(store, p, pack_no as u32, &blobs, progress);
             let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
             if let Ok((bytes, _, _)) = &r {
                 f.1 += bytes;
@@ -371,22 +371,21 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
             .flat_map_iter(|group| {
                 let (mut cache, mut stored, mut out, mut bad) = (BaseCache::default(), Vec::new(), Vec::new(), Vec::new());
                 for d in group {
+                    let loc = d.location(&selected);
+                    let d = (d.id, loc);
                     let r = pack_reader
-                        .read_blob_into(&d.id, &d.loc, &mut stored)
-                        .and_then(|_| chunks.rebuild_checked(&d.id, &d.loc, &stored, &mut out, &mut cache));
-                    progress.advance(d.loc.len as u64);
+                        .read_blob_into(&d.0, &d.1, &mut stored)
+                        .and_then(|_| chunks.rebuild_checked(&d.0, &d.1, &stored, &mut out, &mut cache));
+                    progress.advance(d.1.len as u64);
                     match r {
                         Ok(()) => {}
                         // Dead data: a delta no checked file uses, or a copy of a chunk the
                         // index locates elsewhere (prune re-based it, or an interrupted prune
                         // left it), whose bases are gone or were re-based too.
-                        Err(_)
-                            if !used.contains(&d.id)
-                                || index.get(&d.id).is_some_and(|x| x.pack != d.loc.pack || x.offset != d.loc.offset) =>
-                        {
+                        Err(_) if !used.contains(&d.0) || index.get(&d.0).is_some_and(|x| x.pack != d.1.pack || x.offset != d.1.offset) => {
                             dead_deltas.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                        Err(e) => bad.push((d.loc.pack, d.id, format!("chunk {} in pack {}: {e}", d.id.short(), d.loc.pack.short()))),
+                        Err(e) => bad.push((d.1.pack, d.0, format!("chunk {} in pack {}: {e}", d.0.short(), d.1.pack.short()))),
                     }
                 }
                 bad
@@ -559,11 +558,32 @@ fn list_pack_files(store: &Store, report: &mut VerifyReport) -> Result<Vec<Id>> 
 /// Bytes of a pack the deep pass reads at a time: large sequential reads, bounded memory.
 const PACK_WINDOW: u64 = 4 << 20;
 
-/// A delta blob checked in the second pass, grouped with others sharing its first base.
+/// A delta blob checked in the second pass, grouped with others sharing its first base. Kept
+/// small (one per delta in the store): the base by its id's first 8 bytes, the pack by number.
 struct Deferred {
-    first: Id,
+    first: u64,
     id: Id,
-    loc: Location,
+    pack: u32,
+    offset: u32,
+    len: u32,
+    raw_len: u32,
+}
+
+impl Deferred {
+    fn new(first: &Id, id: &Id, pack: u32, l: &Location) -> Deferred {
+        let head = u64::from_be_bytes([first.0[0], first.0[1], first.0[2], first.0[3], first.0[4], first.0[5], first.0[6], first.0[7]]);
+        Deferred { first: head, id: *id, pack, offset: l.offset, len: l.len, raw_len: l.raw_len }
+    }
+
+    fn location(&self, packs: &[Id]) -> Location {
+        Location {
+            pack: packs[self.pack as usize],
+            offset: self.offset,
+            len: self.len,
+            raw_len: self.raw_len,
+            encoding: Encoding::ZstdDelta,
+        }
+    }
 }
 
 /// What the first pass found for one blob.
@@ -578,6 +598,7 @@ enum Outcome {
 fn check_pack(
     store: &Store,
     pack: &Id,
+    pack_no: u32,
     blobs: &BTreeMap<(u32, Id), Location>,
     progress: &dyn Progress,
 ) -> Result<(u64, BadChunks, Vec<Deferred>)> {
@@ -585,7 +606,8 @@ fn check_pack(
     let f = File::open(&path).at("open pack", &path)?;
     let len = f.metadata().at("stat pack", &path)?.len();
     let list: Vec<(&Id, &Location)> = blobs.iter().map(|((_, id), l)| (id, l)).collect();
-    let (mut bad, mut deferred, mut buf) = (BadChunks::new(), Vec::new(), Vec::new());
+    // Sized once: growing by doubling would hold 8 MiB per pack being read.
+    let (mut bad, mut deferred, mut buf) = (BadChunks::new(), Vec::new(), Vec::with_capacity(PACK_WINDOW as usize));
     let mut i = 0;
     while i < list.len() {
         let start = list[i].1.offset as u64;
@@ -616,9 +638,9 @@ fn check_pack(
                 let blob = &buf[from..to];
                 if l.encoding == Encoding::ZstdDelta {
                     return match rpger_formats::delta::decode_blob(blob) {
-                        Ok((bases, _)) if !bases.is_empty() => Outcome::Delta(Deferred { first: bases[0], id: *id, loc: *l }),
+                        Ok((bases, _)) if !bases.is_empty() => Outcome::Delta(Deferred::new(&bases[0], id, pack_no, l)),
                         // A malformed header: pass 2 names it (or counts it as dead data).
-                        _ => Outcome::Delta(Deferred { first: *id, id: *id, loc: *l }),
+                        _ => Outcome::Delta(Deferred::new(id, id, pack_no, l)),
                     };
                 }
                 progress.advance(l.len as u64);
