@@ -402,6 +402,23 @@ impl ChunkReader<'_> {
         r
     }
 
+    /// Decodes chunk `id` from its stored `blob` (read by the caller, e.g. with its neighbours
+    /// in one read) into `out` and checks its BLAKE3, reusing `cache`'s decoded bases.
+    ///
+    /// # Errors
+    /// As [`ChunkReader::read_into`].
+    pub fn decode_cached(&self, id: &Id, loc: &Location, blob: &[u8], out: &mut Vec<u8>, cache: &mut BaseCache) -> Result<()> {
+        if loc.encoding == Encoding::ZstdDelta {
+            return self.rebuild_checked(id, loc, blob, out, cache);
+        }
+        let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
+        crate::compress::decompress_into(loc.encoding, blob, loc.raw_len as usize, out).map_err(|e| e.context(what()))?;
+        if Id::of(out) != *id {
+            return Err(Error::new(ErrorKind::Corrupt, format!("{}: content does not match its hash", what())));
+        }
+        Ok(())
+    }
+
     /// Rebuilds a delta from its stored `blob` and checks the result against `id`. Bases are
     /// decoded unchecked (from `cache` when there): the result's hash proves them too. Only
     /// when it does not match are the bases read again and checked, to name what is damaged.

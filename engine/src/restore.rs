@@ -18,6 +18,7 @@ use crate::store::lock::{self, LockMode};
 use crate::store::pack::PackReader;
 use crate::store::Store;
 use rayon::prelude::*;
+use rpger_formats::index::Location;
 use rpger_formats::snapshot::{Entry, EntryKind};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, UTIME_OMIT};
@@ -334,6 +335,8 @@ fn set_meta_fd(ctx: &Ctx, fd: BorrowedFd, e: &Entry, shown: &Path) -> Result<()>
 /// Chunks restored and written together by one worker (about 1 MiB at the default chunk size):
 /// one pwrite per group instead of one per chunk.
 const WRITE_GROUP: usize = 64;
+/// Longest run of adjacent blobs read with one pread.
+const READ_SPAN: u64 = 4 << 20;
 
 fn restore_file(ctx: &Ctx, parent: BorrowedFd, name: &[u8], e: &Entry) -> Result<u64> {
     // The whole-file hash is not re-computed here: every chunk is checked against its id, and
@@ -365,25 +368,40 @@ fn restore_file(ctx: &Ctx, parent: BorrowedFd, name: &[u8], e: &Entry) -> Result
     }
     let reader = ChunkReader { index: ctx.index, packs: ctx.reader };
     offsets.par_chunks(WRITE_GROUP).try_for_each_init(
-        || (BaseCache::default(), Vec::new(), Vec::new()),
-        |(cache, data, run), group| -> Result<()> {
-            // Consecutive chunks are gathered and written with one pwrite; a sparse file's
-            // all-zero chunks end a run and stay holes.
+        || (BaseCache::default(), Vec::new(), Vec::new(), Vec::new()),
+        |(cache, stored, data, run), group| -> Result<()> {
+            // Blobs stored one after the other in a pack are read with one pread; consecutive
+            // chunks are gathered and written with one pwrite. A sparse file's all-zero chunks
+            // end a run and stay holes.
             let mut run_start = group[0].2;
             run.clear();
-            for (id, loc, off) in group {
-                // Every chunk is checked against its BLAKE3 (its id) before it is written.
-                reader.read_cached(id, loc, data, cache)?;
-                ctx.progress.advance(data.len() as u64);
-                if *sparse && data.iter().all(|&b| b == 0) {
-                    if !run.is_empty() {
-                        file.write_all_at(run, run_start).at("write", &shown)?;
-                        run.clear();
-                    }
-                    run_start = off + data.len() as u64;
-                    continue;
+            let mut i = 0;
+            while i < group.len() {
+                let first = group[i].1;
+                let mut end = first.offset as u64 + first.len as u64;
+                let mut j = i + 1;
+                while j < group.len() && group[j].1.pack == first.pack && group[j].1.offset as u64 == end && end - (first.offset as u64) < READ_SPAN {
+                    end += group[j].1.len as u64;
+                    j += 1;
                 }
-                run.extend_from_slice(data);
+                let span = Location { len: (end - first.offset as u64) as u32, ..first };
+                ctx.reader.read_blob_into(group[i].0, &span, stored)?;
+                for (id, loc, off) in &group[i..j] {
+                    let at = (loc.offset - first.offset) as usize;
+                    // Every chunk is checked against its BLAKE3 (its id) before it is written.
+                    reader.decode_cached(id, loc, &stored[at..at + loc.len as usize], data, cache)?;
+                    ctx.progress.advance(data.len() as u64);
+                    if *sparse && data.iter().all(|&b| b == 0) {
+                        if !run.is_empty() {
+                            file.write_all_at(run, run_start).at("write", &shown)?;
+                            run.clear();
+                        }
+                        run_start = off + data.len() as u64;
+                        continue;
+                    }
+                    run.extend_from_slice(data);
+                }
+                i = j;
             }
             if !run.is_empty() {
                 file.write_all_at(run, run_start).at("write", &shown)?;
