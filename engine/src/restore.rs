@@ -380,7 +380,11 @@ fn restore_file(ctx: &Ctx, parent: BorrowedFd, name: &[u8], e: &Entry) -> Result
                 let first = group[i].1;
                 let mut end = first.offset as u64 + first.len as u64;
                 let mut j = i + 1;
-                while j < group.len() && group[j].1.pack == first.pack && group[j].1.offset as u64 == end && end - (first.offset as u64) < READ_SPAN {
+                while j < group.len()
+                    && group[j].1.pack == first.pack
+                    && group[j].1.offset as u64 == end
+                    && end - (first.offset as u64) < READ_SPAN
+                {
                     end += group[j].1.len as u64;
                     j += 1;
                 }
