@@ -274,7 +274,7 @@ thread_local! {
 
 /// The prefix as the reused contexts' lifetime wants it.
 #[allow(unsafe_code)]
-fn extend(prefix: &[u8]) -> &'static [u8] {
+fn static_prefix(prefix: &[u8]) -> &'static [u8] {
     // SAFETY: a referenced prefix is read only while the next frame is compressed or
     // decompressed, which happens inside the caller, and the caller resets the context (or drops
     // it) before returning, so zstd never keeps the reference past `prefix`'s life.
@@ -293,7 +293,7 @@ pub fn compress(data: &[u8], prefix: &[u8], level: i32) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
         let r = cctx
             .set_parameter(CParameter::CompressionLevel(level))
-            .and_then(|_| cctx.ref_prefix(extend(prefix)))
+            .and_then(|_| cctx.ref_prefix(static_prefix(prefix)))
             .and_then(|_| cctx.compress2(&mut out, data));
         // Drops the prefix reference whatever happened; a context that cannot be reset is dropped.
         if cctx.reset(ResetDirective::SessionAndParameters).is_err() {
@@ -315,7 +315,7 @@ pub fn decompress(frame: &[u8], prefix: &[u8], raw_len: usize, out: &mut Vec<u8>
     let n = DELTA_DCTX.with(|d| {
         let mut d = d.borrow_mut();
         let dctx = d.get_or_insert_with(DCtx::create);
-        let r = dctx.ref_prefix(extend(prefix)).and_then(|_| dctx.decompress(out, frame));
+        let r = dctx.ref_prefix(static_prefix(prefix)).and_then(|_| dctx.decompress(out, frame));
         // Drops the prefix reference whatever happened; a context that cannot be reset is dropped.
         if dctx.reset(ResetDirective::SessionAndParameters).is_err() {
             *d = None;

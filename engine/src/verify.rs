@@ -571,8 +571,7 @@ struct Deferred {
 
 impl Deferred {
     fn new(first: &Id, id: &Id, pack: u32, l: &Location) -> Deferred {
-        let head = u64::from_be_bytes([first.0[0], first.0[1], first.0[2], first.0[3], first.0[4], first.0[5], first.0[6], first.0[7]]);
-        Deferred { first: head, id: *id, pack, offset: l.offset, len: l.len, raw_len: l.raw_len }
+        Deferred { first: first.head(), id: *id, pack, offset: l.offset, len: l.len, raw_len: l.raw_len }
     }
 
     fn location(&self, packs: &[Id]) -> Location {
