@@ -386,22 +386,6 @@ impl ChunkReader<'_> {
         }
     }
 
-    /// Reads chunk `id` stored at `loc` into `out` and checks its BLAKE3, reusing `cache`'s
-    /// decoded bases.
-    ///
-    /// # Errors
-    /// As [`ChunkReader::read_into`].
-    pub fn read_cached(&self, id: &Id, loc: &Location, out: &mut Vec<u8>, cache: &mut BaseCache) -> Result<()> {
-        let mut stored = std::mem::take(&mut cache.stored);
-        let r = if loc.encoding != Encoding::ZstdDelta {
-            self.packs.read_chunk_into(id, loc, &mut stored, out, true)
-        } else {
-            self.packs.read_blob_into(id, loc, &mut stored).and_then(|_| self.rebuild_checked(id, loc, &stored, out, cache))
-        };
-        cache.stored = stored;
-        r
-    }
-
     /// Decodes chunk `id` from its stored `blob` (read by the caller, e.g. with its neighbours
     /// in one read) into `out` and checks its BLAKE3, reusing `cache`'s decoded bases.
     ///
@@ -411,12 +395,7 @@ impl ChunkReader<'_> {
         if loc.encoding == Encoding::ZstdDelta {
             return self.rebuild_checked(id, loc, blob, out, cache);
         }
-        let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
-        crate::compress::decompress_into(loc.encoding, blob, loc.raw_len as usize, out).map_err(|e| e.context(what()))?;
-        if Id::of(out) != *id {
-            return Err(Error::new(ErrorKind::Corrupt, format!("{}: content does not match its hash", what())));
-        }
-        Ok(())
+        crate::store::pack::decode_whole(id, loc, blob, out, true)
     }
 
     /// Rebuilds a delta from its stored `blob` and checks the result against `id`. Bases are

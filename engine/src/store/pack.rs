@@ -143,6 +143,21 @@ pub fn read_trailer(store: &Store, pack: &Id) -> Result<(u64, Vec<BlobEntry>)> {
     Ok((len, entries))
 }
 
+/// Decompresses a whole (non-delta) chunk's stored bytes into `out`; checks the BLAKE3 against
+/// `id` unless `check` is false.
+///
+/// # Errors
+/// [`ErrorKind::Corrupt`] naming chunk and pack for a blob that does not decompress or does not
+/// hash to `id`.
+pub fn decode_whole(id: &Id, loc: &Location, stored: &[u8], out: &mut Vec<u8>, check: bool) -> Result<()> {
+    let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
+    compress::decompress_into(loc.encoding, stored, loc.raw_len as usize, out).map_err(|e| e.context(what()))?;
+    if check && Id::of(out) != *id {
+        return Err(Error::new(ErrorKind::Corrupt, format!("{}: content does not match its hash", what())));
+    }
+    Ok(())
+}
+
 /// Reads blobs from packs; keeps pack files open (shared between threads).
 pub struct PackReader {
     store: Store,
@@ -177,13 +192,8 @@ impl PackReader {
     /// # Errors
     /// As [`PackReader::read_chunk`].
     pub fn read_chunk_into(&self, id: &Id, loc: &Location, stored: &mut Vec<u8>, out: &mut Vec<u8>, check: bool) -> Result<()> {
-        let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
         self.read_blob_into(id, loc, stored)?;
-        compress::decompress_into(loc.encoding, stored, loc.raw_len as usize, out).map_err(|e| e.context(what()))?;
-        if check && Id::of(out) != *id {
-            return Err(Error::new(ErrorKind::Corrupt, format!("{}: content does not match its hash", what())));
-        }
-        Ok(())
+        decode_whole(id, loc, stored, out, check)
     }
 
     /// Reads the stored bytes of one blob into `stored`.
