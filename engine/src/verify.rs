@@ -371,21 +371,20 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
             .flat_map_iter(|group| {
                 let (mut cache, mut stored, mut out, mut bad) = (BaseCache::default(), Vec::new(), Vec::new(), Vec::new());
                 for d in group {
-                    let loc = d.location(&selected);
-                    let d = (d.id, loc);
+                    let (id, loc) = (d.id, d.location(&selected));
                     let r = pack_reader
-                        .read_blob_into(&d.0, &d.1, &mut stored)
-                        .and_then(|_| chunks.rebuild_checked(&d.0, &d.1, &stored, &mut out, &mut cache));
-                    progress.advance(d.1.len as u64);
+                        .read_blob_into(&id, &loc, &mut stored)
+                        .and_then(|_| chunks.rebuild_checked(&id, &loc, &stored, &mut out, &mut cache));
+                    progress.advance(loc.len as u64);
                     match r {
                         Ok(()) => {}
                         // Dead data: a delta no checked file uses, or a copy of a chunk the
                         // index locates elsewhere (prune re-based it, or an interrupted prune
                         // left it), whose bases are gone or were re-based too.
-                        Err(_) if !used.contains(&d.0) || index.get(&d.0).is_some_and(|x| x.pack != d.1.pack || x.offset != d.1.offset) => {
+                        Err(_) if !used.contains(&id) || index.get(&id).is_some_and(|x| x.pack != loc.pack || x.offset != loc.offset) => {
                             dead_deltas.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                        Err(e) => bad.push((d.1.pack, d.0, format!("chunk {} in pack {}: {e}", d.0.short(), d.1.pack.short()))),
+                        Err(e) => bad.push((loc.pack, id, format!("chunk {} in pack {}: {e}", id.short(), loc.pack.short()))),
                     }
                 }
                 bad
