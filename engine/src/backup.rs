@@ -421,7 +421,7 @@ fn backup_stream(pipe: &mut Feeder, file_name: &str, reader: Box<dyn Read + Send
         .ok_or_else(|| Error::new(ErrorKind::InvalidInput, format!("stream file name {file_name:?} must be a single path component")))?;
     progress.start("backup", None);
     let slot = pipe.new_slot();
-    let (size, hash) = pipe.stream(reader, slot, Path::new(what), progress)?;
+    let (size, hash) = pipe.stream(reader, slot, Path::new(what), None, progress)?;
     if size == 0 {
         return Err(Error::new(ErrorKind::InvalidInput, format!("{what} gave no data; refusing to store an empty stream")));
     }
@@ -697,7 +697,8 @@ fn backup_tar(
         } else if t.is_file() || t == tar::EntryType::Continuous || t.is_gnu_sparse() {
             let slot = pipe.new_slot();
             let name = Path::new(std::ffi::OsStr::from_bytes(&rel)).to_path_buf();
-            let (size, hash) = pipe.stream(&mut item, slot, &Path::new(what).join(&name), progress)?;
+            let hint = item.size();
+            let (size, hash) = pipe.stream(&mut item, slot, &Path::new(what).join(&name), Some(hint), progress)?;
             logical += size;
             entries.push((meta(EntryKind::File { size, chunks: vec![], hash, sparse: false })?, Some(slot)));
         } else {

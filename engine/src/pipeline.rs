@@ -213,13 +213,25 @@ impl Feeder {
         Ok(consumed)
     }
 
-    /// Reads a whole stream into `slot`; returns (bytes, whole-stream hash).
-    pub fn stream(&mut self, mut reader: impl Read, slot: usize, what: &Path, progress: &dyn Progress) -> Result<(u64, Id)> {
+    /// Reads a whole stream into `slot`; returns (bytes, whole-stream hash). `size_hint` (the
+    /// expected length, when known) sizes the read buffer: chunks hold their buffer until their
+    /// batch is compressed, and a window-sized buffer per small file took a 39,000-file source
+    /// tree's backup to 170-370 MiB peak RSS.
+    pub fn stream(
+        &mut self,
+        mut reader: impl Read,
+        slot: usize,
+        what: &Path,
+        size_hint: Option<u64>,
+        progress: &dyn Progress,
+    ) -> Result<(u64, Id)> {
         let mut hasher = blake3::Hasher::new();
         let mut carry: Vec<u8> = vec![];
         let mut total = 0u64;
         loop {
-            let mut buf = Vec::with_capacity(WINDOW);
+            // One byte over the hint lets the read see the end without growing the buffer.
+            let expected = size_hint.map_or(WINDOW as u64, |h| h.saturating_sub(total) + 1);
+            let mut buf = Vec::with_capacity((expected.min(WINDOW as u64) as usize).max(carry.len()));
             buf.extend_from_slice(&carry);
             let mut eof = false;
             while buf.len() < WINDOW {
@@ -249,7 +261,7 @@ impl Feeder {
         let f = File::open(path).at("open", path)?;
         let len = f.metadata().at("stat", path)?.len();
         if len < MMAP_MIN {
-            return self.stream(f, slot, path, progress);
+            return self.stream(f, slot, path, Some(len), progress);
         }
         let page = rustix::param::page_size() as u64;
         let mut hasher = blake3::Hasher::new();
@@ -557,6 +569,34 @@ fn write_packs(store: &Store, rx: Receiver<ToWriter>, done: std::sync::mpsc::Sen
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::store::InitOptions;
+
+    #[test]
+    fn a_wrong_size_hint_changes_nothing_stored() {
+        // A file that grew or shrank after its size was read: the hint only sizes buffers.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(&dir.path().join("s"), InitOptions::default()).unwrap();
+        let data: Vec<u8> = (0..3 * WINDOW as u32 + 12345).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        let run = |hint: Option<u64>| {
+            let (index, _) = Index::load_lenient(&store).unwrap();
+            let (r, _) = run(&store, index, PipelineOptions { delta: false }, |f| {
+                let slot = f.new_slot();
+                let (n, hash) = f.stream(&data[..], slot, Path::new("t"), hint, &NoProgress)?;
+                Ok((n, hash, f.flush()?.swap_remove(slot)))
+            })
+            .unwrap();
+            r
+        };
+        let exact = run(None);
+        assert_eq!(exact.0, data.len() as u64);
+        assert_eq!(exact.1, Id::of(&data));
+        for hint in [Some(0), Some(100), Some(data.len() as u64), Some(10 * data.len() as u64)] {
+            assert_eq!(run(hint), exact, "hint {hint:?}");
+        }
+    }
+
     #[test]
     fn a_delta_is_kept_only_while_it_is_at_most_half_the_plain_size() {
         assert!(!super::refresh_base(100, 1000));
