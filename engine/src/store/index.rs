@@ -1,5 +1,6 @@
 //! The chunk index in memory: every segment merged into one sorted array of fixed-size entries
-//! (binary search, no allocation per lookup), plus the entries added by the running backup.
+//! (a bucket table over the ids' first bits, then a short binary search; no allocation per
+//! lookup), plus the entries added by the running backup.
 
 use super::Store;
 use crate::error::{Error, IoContext, Result};
