@@ -59,13 +59,13 @@ const GEAR: [u64; 256] = {
 ///
 /// The hash at byte `i` depends only on bytes `i - 63..=i`, so the two halves of a chunk are
 /// scanned as two independent chains in one loop (the second warmed up on the 63 bytes before
-/// its start): the CPU overlaps them, which took this from 9 % of a first night's CPU to about
-/// half that. The result is exactly the one-chain scan's (a test checks it against one).
+/// its start): the CPU overlaps them, 18 % faster in criterion's `delta_features` (1.78 against
+/// 1.50 GiB/s). The result is exactly the one-chain scan's (a test checks it against one).
 pub fn features(data: &[u8]) -> Features {
     let mut best = [u64::MAX; FEATURES];
     let n = data.len();
     if n < 4 * WARM {
-        scan(data, 0, &mut best);
+        scan(data, &mut best);
         return finish(best);
     }
     let mid = n / 2;
@@ -114,7 +114,8 @@ fn roll(h: u64, b: u8) -> u64 {
 }
 
 /// One chain over `data` from hash 0, recording positions from `WARM` on.
-fn scan(data: &[u8], mut h: u64, best: &mut [u64; FEATURES]) {
+fn scan(data: &[u8], best: &mut [u64; FEATURES]) {
+    let mut h = 0u64;
     for (i, &b) in data.iter().enumerate() {
         h = roll(h, b);
         if i >= WARM && h < best[FEATURES - 1] {
