@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: rpger-store against restic, borg, rustic and bupstash on the same nights.
 
-    python3 benches/compare.py DATA_DIR [--runs 3] [--tools rpger-store,restic,borg,rustic,bupstash]
+    python3 benches/compare.py DATA_DIR [--runs 3] [--tools rpger-store,rpger-store-l3,restic,borg,rustic,bupstash]
                                [--bin target/release/rpger-store] [--work DIR] [--out FILE.md]
 
 DATA_DIR holds one directory per night (sorted by name), each with mongodb/, redis/, chroma/
@@ -17,7 +17,9 @@ before night 1 and before the restore (see warm_memory), and the tools take turn
 in a round.
 
 Fairness (as in the peers' published measurement): restic/rustic/bupstash encrypt (they cannot
-turn it off), borg runs with `-e none`; compression zstd level 3 everywhere (restic `auto`);
+turn it off), borg runs with `-e none`; the peers compress with zstd level 3 (restic `auto`, borg
+`-C zstd,3`, rustic's and bupstash's default); rpger-store runs at its default (level 2 for whole
+chunks, chosen by measurement) and, as `rpger-store-l3`, at level 3 (left out of the ratios);
 restic/rustic `--force`, borg `--files-cache=disabled`, bupstash `--no-send-log`. bupstash has
 no full check: its "check" is a `get` of the last snapshot (marked, not compared).
 
@@ -93,15 +95,18 @@ class Tool:
 class RpgerStore(Tool):
     name = "rpger-store"
 
-    def __init__(self, work, exe):
+    def __init__(self, work, exe, level=None, name="rpger-store"):
         super().__init__(work)
         self.exe = os.path.abspath(exe)
+        self.level = level
+        self.name = name
 
     def available(self):
         return os.path.exists(self.exe)
 
     def init(self):
-        run([self.exe, "--store", self.repo, "init"])
+        level = ["--zstd-level", str(self.level)] if self.level else []
+        run([self.exe, "--store", self.repo, "init"] + level)
 
     def backup(self, night, i):
         return [self.exe, "--store", self.repo, "backup", "--no-space-check"] + sum((["--source", f"{s}={night}/{s}"] for s in SOURCES), [])
@@ -289,7 +294,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--tools", default="rpger-store,restic,borg,rustic,bupstash")
+    ap.add_argument("--tools", default="rpger-store,rpger-store-l3,restic,borg,rustic,bupstash")
     ap.add_argument("--bin", default="target/release/rpger-store")
     ap.add_argument("--work", default=None, help="where repositories are made (default: a temp dir)")
     ap.add_argument("--out", default=None, help="also write the report to this markdown file")
@@ -304,6 +309,7 @@ def main():
     work = a.work or tempfile.mkdtemp(prefix="rpger-compare-")
     makers = {
         "rpger-store": lambda w: RpgerStore(w, a.bin),
+        "rpger-store-l3": lambda w: RpgerStore(w, a.bin, level=3, name="rpger-store-l3"),
         "restic": Restic, "borg": Borg, "rustic": Rustic, "bupstash": Bupstash,
     }
     tools = []
@@ -369,7 +375,7 @@ def render(nights, sizes, tools, results, lims, versions, runs):
             cells.append(c)
         rss = " / ".join(f"{max(r[k] for r in rs):.0f}" for k in ("rss_backup", "rss_check", "rss_restore"))
         lines.append(f"| {t} | {versions[t]} | " + " | ".join(cells) + f" | {rss} |")
-    peers = [t for t in tools if t != "rpger-store"]
+    peers = [t for t in tools if not t.startswith("rpger-store")]
     if "rpger-store" in tools and peers:
         lines.append("\nSame-run ratio of rpger-store to the best peer in that run (> 1: rpger-store is better), median (min-max):\n")
         lines.append("| metric | best peer (most runs) | ratio |")

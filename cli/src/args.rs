@@ -87,8 +87,10 @@ pub struct InitArgs {
     /// Average chunk size in bytes (min = avg/4, max = 4 x avg). Fixed for the store's life.
     #[arg(long, default_value_t = 16384)]
     pub chunk_avg: u32,
-    /// zstd level for new chunks (1-22).
-    #[arg(long, default_value_t = 3)]
+    /// zstd level for new chunks (1-22). The default, 2, is the fastest for its size on database
+    /// dumps; 3 stores a source tree about 3% smaller at the same speed, but makes a first backup
+    /// of dumps about 1.2x slower for 0.4% less. Fixed for the store's life.
+    #[arg(long, default_value_t = rpger_engine::store::DEFAULT_ZSTD_LEVEL)]
     pub zstd_level: i32,
 }
 
