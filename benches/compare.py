@@ -18,7 +18,7 @@ in a round.
 
 Fairness (as in the peers' published measurement): restic/rustic/bupstash encrypt (they cannot
 turn it off), borg runs with `-e none`; the peers compress with zstd level 3 (restic `auto`, borg
-`-C zstd,3`, rustic's and bupstash's default); rpger-store runs at its default (level 2 for whole
+`--compression zstd,3`, rustic's and bupstash's default); rpger-store runs at its default (level 2 for whole
 chunks, chosen by measurement) and, as `rpger-store-l3`, at level 3 (left out of the ratios);
 restic/rustic `--force`, borg `--files-cache=disabled`, bupstash `--no-send-log`. bupstash has
 no full check: its "check" is a `get` of the last snapshot (marked, not compared).
