@@ -64,6 +64,7 @@ const GEAR: [u64; 256] = {
 pub fn features(data: &[u8]) -> Features {
     let mut best = [u64::MAX; FEATURES];
     let n = data.len();
+    // Below this the halves would be little more than their warm-up: one chain.
     if n < 4 * WARM {
         scan(data, &mut best);
         return finish(best);
