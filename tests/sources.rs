@@ -219,6 +219,13 @@ fn a_real_mongodump_archive_is_stored_as_mongodumps_directory_layout() {
     assert_eq!(ok(&store, &["--json", "snapshots"]).json()["snapshots"].as_array().unwrap().len(), 2);
 }
 
+/// Whether this process ignores SIGINT (bit 2 of `SigIgn` in /proc/self/status).
+fn sigint_ignored() -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).expect("SigIgn in /proc/self/status");
+    u64::from_str_radix(mask.trim(), 16).unwrap() & (1 << (2 - 1)) != 0
+}
+
 #[test]
 fn a_frozen_source_stops_its_writer_while_read_and_always_resumes_it() {
     use rpger_engine::sources::freeze::process_state;
@@ -263,11 +270,20 @@ fn a_frozen_source_stops_its_writer_while_read_and_always_resumes_it() {
     assert!(child.wait().unwrap().success());
     assert!(seen_stopped, "the writer was never seen stopped during the backup");
     assert!(running(pid), "the writer was left stopped after a successful backup");
-    // 2. rpger-store killed (SIGKILL) and interrupted (Ctrl-C) while the writer is stopped. Each
-    // run gets data the store does not have: deduplicated, the read took a fraction of a second,
-    // and on a loaded machine the backup could finish before the signal landed (a signal to an
-    // exited, unreaped process is silently ignored).
-    for (seed, sig) in [(12, rustix::process::Signal::KILL), (13, rustix::process::Signal::INT)] {
+    // 2. rpger-store killed (SIGKILL), stopped by a service manager (SIGTERM) and interrupted
+    // (Ctrl-C) while the writer is stopped. Each run gets data the store does not have:
+    // deduplicated, the read took a fraction of a second, and on a loaded machine the backup
+    // could finish before the signal landed (a signal to an exited, unreaped process is ignored).
+    use rustix::process::Signal;
+    let mut signals = vec![(12, Signal::KILL), (13, Signal::TERM)];
+    // A shell that starts a command in the background makes it ignore SIGINT, and so every
+    // process it starts: then Ctrl-C cannot reach rpger-store at all, and there is nothing to test.
+    if sigint_ignored() {
+        eprintln!("NOTE: SIGINT is ignored in this test process (started in the background?): the Ctrl-C case is not run");
+    } else {
+        signals.push((14, Signal::INT));
+    }
+    for (seed, sig) in signals {
         fs::write(dir.join("chroma.sqlite3"), noise(seed, 200 << 20)).unwrap();
         let mut child = spawn_backup();
         let t0 = Instant::now();
