@@ -25,6 +25,15 @@ if [ "$(id -u)" != 0 ]; then
   echo "WARNING: not running as root: the uid/gid restore cases and the run-as-nobody test are reduced (CI runs as root)"
 fi
 
+if ! docker info >/dev/null 2>&1; then
+  echo "WARNING: no Docker engine answers \`docker info\`: the Docker tests will be SKIPPED"
+fi
+# Started from a background shell, every process ignores SIGINT; the frozen-source test then
+# cannot send rpger-store a Ctrl-C and leaves that one case out.
+if (( 0x$(awk '/^SigIgn:/ {print $2}' /proc/$$/status) & 2 )); then
+  echo "WARNING: SIGINT is ignored here (started in the background?): the Ctrl-C case of the frozen-source test is not run"
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
