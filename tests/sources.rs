@@ -219,11 +219,11 @@ fn a_real_mongodump_archive_is_stored_as_mongodumps_directory_layout() {
     assert_eq!(ok(&store, &["--json", "snapshots"]).json()["snapshots"].as_array().unwrap().len(), 2);
 }
 
-/// Whether this process ignores SIGINT (bit 2 of `SigIgn` in /proc/self/status).
+/// Whether this process ignores SIGINT (`SigIgn` in /proc/self/status: signal N is bit N - 1).
 fn sigint_ignored() -> bool {
     let status = fs::read_to_string("/proc/self/status").unwrap();
     let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).expect("SigIgn in /proc/self/status");
-    u64::from_str_radix(mask.trim(), 16).unwrap() & (1 << (2 - 1)) != 0
+    u64::from_str_radix(mask.trim(), 16).unwrap() & (1 << (rustix::process::Signal::INT.as_raw() - 1)) != 0
 }
 
 #[test]
