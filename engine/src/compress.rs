@@ -40,6 +40,16 @@ pub fn decompress(encoding: Encoding, stored: &[u8], raw_len: usize) -> Result<V
 /// [`ErrorKind::Corrupt`] when the blob does not decode to `raw_len` bytes.
 pub fn decompress_into(encoding: Encoding, stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<()> {
     out.clear();
+    decompress_append(encoding, stored, raw_len, out)
+}
+
+/// Like [`decompress`] but appended to `out`: a restore decodes consecutive chunks straight into
+/// the buffer it writes, with no copy in between. On error `out` keeps its old length.
+///
+/// # Errors
+/// [`ErrorKind::Corrupt`] when the blob does not decode to `raw_len` bytes.
+pub fn decompress_append(encoding: Encoding, stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<()> {
+    let start = out.len();
     match encoding {
         Encoding::Raw if stored.len() == raw_len => {
             out.extend_from_slice(stored);
@@ -53,16 +63,23 @@ pub fn decompress_into(encoding: Encoding, stored: &[u8], raw_len: usize, out: &
                 if d.is_none() {
                     *d = zstd::bulk::Decompressor::new().ok();
                 }
+                // A cursor at the end writes into the spare capacity.
+                let mut tail = std::io::Cursor::new(&mut *out);
+                tail.set_position(start as u64);
                 match d.as_mut() {
-                    Some(d) => d.decompress_to_buffer(stored, out).map_err(|e| e.to_string()),
+                    Some(d) => d.decompress_to_buffer(stored, &mut tail).map_err(|e| e.to_string()),
                     None => Err("cannot create a zstd decompressor".into()),
                 }
             });
-            match r {
+            let r = match r {
                 Ok(n) if n == raw_len => Ok(()),
                 Ok(n) => Err(Error::new(ErrorKind::Corrupt, format!("blob decompressed to {n} bytes, expected {raw_len}"))),
                 Err(e) => Err(Error::with_cause(ErrorKind::Corrupt, "blob does not decompress", e)),
+            };
+            if r.is_err() {
+                out.truncate(start);
             }
+            r
         }
         // Rebuilding a delta needs its bases: `delta::ChunkReader` does that.
         Encoding::ZstdDelta => Err(Error::new(ErrorKind::Corrupt, "a delta blob cannot be decoded without its bases")),
@@ -103,6 +120,23 @@ mod tests {
         let (e, z) = compress(&noise, 3);
         assert_eq!(decompress(e, &z, noise.len()).unwrap(), noise);
         assert!(decompress(Encoding::Zstd, b"not zstd", 10).is_err());
+    }
+
+    #[test]
+    fn append_keeps_what_is_there_and_nothing_on_error() {
+        let a = b"first chunk ".repeat(300);
+        let b = b"second chunk, other bytes ".repeat(200);
+        let (ea, za) = compress(&a, 3);
+        let (eb, zb) = compress(&b, 3);
+        let mut out = b"head".to_vec();
+        decompress_append(ea, &za, a.len(), &mut out).unwrap();
+        decompress_append(eb, &zb, b.len(), &mut out).unwrap();
+        assert_eq!(out, [&b"head"[..], &a, &b].concat());
+        let before = out.clone();
+        assert!(decompress_append(eb, &zb, b.len() + 1, &mut out).is_err());
+        assert!(decompress_append(Encoding::Zstd, b"not zstd", 10, &mut out).is_err());
+        assert!(decompress_append(Encoding::Raw, b"short", 10, &mut out).is_err());
+        assert_eq!(out, before);
     }
 
     #[test]

@@ -387,23 +387,42 @@ pub fn compress(data: &[u8], prefix: &[u8], level: i32) -> Result<Vec<u8>> {
 /// # Errors
 /// [`ErrorKind::Corrupt`] when the frame does not decompress to `raw_len` bytes.
 pub fn decompress(frame: &[u8], prefix: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<()> {
-    let bad = |why: String| Error::new(ErrorKind::Corrupt, format!("delta blob does not decompress: {why}"));
     out.clear();
+    decompress_append(frame, prefix, raw_len, out)
+}
+
+/// Like [`decompress`] but appended to `out`; on error `out` keeps its old length.
+///
+/// # Errors
+/// As [`decompress`].
+pub fn decompress_append(frame: &[u8], prefix: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<()> {
+    let bad = |why: String| Error::new(ErrorKind::Corrupt, format!("delta blob does not decompress: {why}"));
+    let start = out.len();
     out.reserve(raw_len);
     let n = DELTA_DCTX.with(|d| {
         let mut d = d.borrow_mut();
         let dctx = d.get_or_insert_with(DCtx::create);
-        let r = dctx.ref_prefix(static_prefix(prefix)).and_then(|_| dctx.decompress(out, frame));
+        // A cursor at the end writes into the spare capacity.
+        let mut tail = std::io::Cursor::new(&mut *out);
+        tail.set_position(start as u64);
+        let r = dctx.ref_prefix(static_prefix(prefix)).and_then(|_| dctx.decompress(&mut tail, frame));
         // Drops the prefix reference whatever happened; a context that cannot be reset is dropped.
         if dctx.reset(ResetDirective::SessionAndParameters).is_err() {
             *d = None;
         }
         r.map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))
-    })?;
-    if n != raw_len {
-        return Err(bad(format!("{n} bytes, expected {raw_len}")));
+    });
+    match n {
+        Ok(n) if n == raw_len => Ok(()),
+        Ok(n) => {
+            out.truncate(start);
+            Err(bad(format!("{n} bytes, expected {raw_len}")))
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
     }
-    Ok(())
 }
 
 /// Decoded bases one worker keeps, so deltas that share a base (the same region changed on
@@ -465,29 +484,39 @@ impl ChunkReader<'_> {
     }
 
     /// Decodes chunk `id` from its stored `blob` (read by the caller, e.g. with its neighbours
-    /// in one read) into `out` and checks its BLAKE3, reusing `cache`'s decoded bases.
+    /// in one read), appends it to `out` and checks its BLAKE3, reusing `cache`'s decoded bases.
+    /// Appending lets a restore decode consecutive chunks straight into the buffer it writes.
+    /// On error `out` keeps its old length.
     ///
     /// # Errors
     /// As [`ChunkReader::read_into`].
     pub fn decode_cached(&self, id: &Id, loc: &Location, blob: &[u8], out: &mut Vec<u8>, cache: &mut BaseCache) -> Result<()> {
         if loc.encoding == Encoding::ZstdDelta {
-            return self.rebuild_checked(id, loc, blob, out, cache);
+            return self.rebuild_checked_append(id, loc, blob, out, cache);
         }
-        crate::store::pack::decode_whole(id, loc, blob, out, true)
+        crate::store::pack::decode_whole_append(id, loc, blob, out, true)
     }
 
-    /// Rebuilds a delta from its stored `blob` and checks the result against `id`. Bases are
-    /// decoded unchecked (from `cache` when there): the result's hash proves them too. Only
-    /// when it does not match are the bases read again and checked, to name what is damaged.
+    /// Rebuilds a delta from its stored `blob` into `out` and checks the result against `id`.
+    /// Bases are decoded unchecked (from `cache` when there): the result's hash proves them too.
+    /// Only when it does not match are the bases read again and checked, to name what is damaged.
     ///
     /// # Errors
     /// As [`ChunkReader::rebuild`], and a result that does not hash to `id`.
     pub fn rebuild_checked(&self, id: &Id, loc: &Location, blob: &[u8], out: &mut Vec<u8>, cache: &mut BaseCache) -> Result<()> {
-        if self.rebuild_with(id, loc, blob, out, cache, false).is_ok() && Id::of(out) == *id {
+        out.clear();
+        self.rebuild_checked_append(id, loc, blob, out, cache)
+    }
+
+    fn rebuild_checked_append(&self, id: &Id, loc: &Location, blob: &[u8], out: &mut Vec<u8>, cache: &mut BaseCache) -> Result<()> {
+        let start = out.len();
+        if self.rebuild_with(id, loc, blob, out, cache, false).is_ok() && Id::of(&out[start..]) == *id {
             return Ok(());
         }
-        self.rebuild(id, loc, blob, out)?;
-        if Id::of(out) != *id {
+        out.truncate(start);
+        self.rebuild_with(id, loc, blob, out, &mut BaseCache::default(), true)?;
+        if Id::of(&out[start..]) != *id {
+            out.truncate(start);
             return Err(Error::new(
                 ErrorKind::Corrupt,
                 format!("chunk {} in pack {}: content does not match its hash", id.short(), loc.pack.short()),
@@ -496,14 +525,17 @@ impl ChunkReader<'_> {
         Ok(())
     }
 
-    /// Rebuilds a delta chunk from its stored blob, checking each base (not the result's hash).
+    /// Rebuilds a delta chunk from its stored blob into `out`, checking each base (not the
+    /// result's hash).
     ///
     /// # Errors
     /// A malformed header, a missing, damaged or delta base, a frame that does not decompress.
     pub fn rebuild(&self, id: &Id, loc: &Location, blob: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
         self.rebuild_with(id, loc, blob, out, &mut BaseCache::default(), true)
     }
 
+    /// Appends the rebuilt delta to `out` (unchanged on error).
     fn rebuild_with(
         &self,
         id: &Id,
@@ -517,29 +549,45 @@ impl ChunkReader<'_> {
         let (bases, frame) = delta::decode_blob(blob).map_err(|e| Error::corrupt(what(), e))?;
         let mut prefix = std::mem::take(&mut cache.prefix);
         prefix.clear();
+        // Most deltas have one base: its cache slot is the prefix itself, with no copy.
+        let mut single = None;
         for base in &bases {
-            if !check_bases {
-                if let Some(i) = cache.find(base) {
-                    prefix.extend_from_slice(&cache.entries[i].1);
-                    continue;
+            let cached = if check_bases { None } else { cache.find(base) };
+            let slot = match cached {
+                Some(i) => i,
+                None => {
+                    let bl = self.index.get(base).ok_or_else(|| {
+                        Error::new(ErrorKind::Missing, format!("{}: its delta base chunk {} is not in the index", what(), base.short()))
+                    })?;
+                    if bl.encoding == Encoding::ZstdDelta {
+                        return Err(Error::new(
+                            ErrorKind::Corrupt,
+                            format!("{}: its delta base chunk {} is itself a delta", what(), base.short()),
+                        ));
+                    }
+                    let slot = cache.take_slot();
+                    let (stored, decoded) = (&mut cache.stored, &mut cache.entries[slot].1);
+                    self.packs
+                        .read_blob(base, &bl, stored)
+                        .and_then(|blob| crate::store::pack::decode_whole(base, &bl, blob, decoded, check_bases))
+                        .map_err(|e| e.context(format!("{}: its delta base", what())))?;
+                    // A checked read never feeds the cache's unchecked entries.
+                    cache.entries[slot].0 = (!check_bases).then_some(*base);
+                    slot
                 }
+            };
+            if bases.len() == 1 {
+                single = Some(slot);
+            } else {
+                // Copied at once: the next base's slot may be this one's.
+                prefix.extend_from_slice(&cache.entries[slot].1);
             }
-            let bl = self.index.get(base).ok_or_else(|| {
-                Error::new(ErrorKind::Missing, format!("{}: its delta base chunk {} is not in the index", what(), base.short()))
-            })?;
-            if bl.encoding == Encoding::ZstdDelta {
-                return Err(Error::new(ErrorKind::Corrupt, format!("{}: its delta base chunk {} is itself a delta", what(), base.short())));
-            }
-            let slot = cache.take_slot();
-            let (stored, decoded) = (&mut cache.stored, &mut cache.entries[slot].1);
-            self.packs
-                .read_chunk_into(base, &bl, stored, decoded, check_bases)
-                .map_err(|e| e.context(format!("{}: its delta base", what())))?;
-            prefix.extend_from_slice(decoded);
-            // A checked read never feeds the cache's unchecked entries.
-            cache.entries[slot].0 = (!check_bases).then_some(*base);
         }
-        let r = decompress(frame, &prefix, loc.raw_len as usize, out).map_err(|e| e.context(what()));
+        let p = match single {
+            Some(slot) => &cache.entries[slot].1,
+            None => &prefix,
+        };
+        let r = decompress_append(frame, p, loc.raw_len as usize, out).map_err(|e| e.context(what()));
         cache.prefix = prefix;
         r
     }

@@ -368,13 +368,15 @@ fn restore_file(ctx: &Ctx, parent: BorrowedFd, name: &[u8], e: &Entry) -> Result
     }
     let reader = ChunkReader { index: ctx.index, packs: ctx.reader };
     offsets.par_chunks(WRITE_GROUP).try_for_each_init(
-        || (BaseCache::default(), Vec::new(), Vec::new(), Vec::new()),
-        |(cache, stored, data, run), group| -> Result<()> {
+        || (BaseCache::default(), Vec::new(), Vec::new()),
+        |(cache, stored, run), group| -> Result<()> {
             // Blobs stored one after the other in a pack are read with one pread; consecutive
             // chunks are gathered and written with one pwrite. A sparse file's all-zero chunks
             // end a run and stay holes.
             let mut run_start = group[0].2;
             run.clear();
+            // One allocation for the group, not a doubling series (0.7 % of a restore).
+            run.reserve(group.iter().map(|g| g.1.raw_len as usize).sum());
             let mut i = 0;
             while i < group.len() {
                 let first = group[i].1;
@@ -389,21 +391,23 @@ fn restore_file(ctx: &Ctx, parent: BorrowedFd, name: &[u8], e: &Entry) -> Result
                     j += 1;
                 }
                 let span = Location { len: (end - first.offset as u64) as u32, ..first };
-                ctx.reader.read_blob_into(group[i].0, &span, stored)?;
+                let stored = ctx.reader.read_blob(group[i].0, &span, stored)?;
                 for (id, loc, off) in &group[i..j] {
                     let at = (loc.offset - first.offset) as usize;
                     // Every chunk is checked against its BLAKE3 (its id) before it is written.
-                    reader.decode_cached(id, loc, &stored[at..at + loc.len as usize], data, cache)?;
-                    ctx.progress.advance(data.len() as u64);
-                    if *sparse && data.iter().all(|&b| b == 0) {
+                    // It is decoded straight onto the end of the run that is written next.
+                    let start = run.len();
+                    reader.decode_cached(id, loc, &stored[at..at + loc.len as usize], run, cache)?;
+                    let len = (run.len() - start) as u64;
+                    ctx.progress.advance(len);
+                    if *sparse && run[start..].iter().all(|&b| b == 0) {
+                        run.truncate(start);
                         if !run.is_empty() {
                             file.write_all_at(run, run_start).at("write", &shown)?;
                             run.clear();
                         }
-                        run_start = off + data.len() as u64;
-                        continue;
+                        run_start = off + len;
                     }
-                    run.extend_from_slice(data);
                 }
                 i = j;
             }
