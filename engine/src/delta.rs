@@ -715,4 +715,57 @@ mod tests {
         assert!(decompress(&frame, &base, data.len() + 1, &mut out).is_err());
         assert!(decompress(b"junk", &base, 10, &mut out).is_err());
     }
+
+    #[test]
+    fn decode_cached_appends_whole_and_delta_chunks_and_keeps_the_buffer_on_error() {
+        use crate::store::pack::PackWriter;
+        use crate::store::{InitOptions, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(&dir.path().join("s"), InitOptions::default()).unwrap();
+        let (a, b) = (noise(1, 16384), noise(2, 16384));
+        let mut one = a.clone();
+        one[500..520].fill(9);
+        let mut two = [&a[8192..], &b[..8192]].concat();
+        two[100] ^= 1;
+        let (ida, idb, id1, id2) = (Id::of(&a), Id::of(&b), Id::of(&one), Id::of(&two));
+        let mut w = PackWriter::new(&store);
+        for (id, data) in [(ida, &a), (idb, &b)] {
+            let (enc, stored) = crate::compress::compress(data, 3);
+            assert!(w.add(id, enc, &stored, data.len() as u32).unwrap().is_none());
+        }
+        // A delta with one base (its prefix is the cache slot itself) and one with two.
+        let blob1 = delta::encode_blob(&[ida], &compress(&one, &a, 1).unwrap());
+        let blob2 = delta::encode_blob(&[ida, idb], &compress(&two, &[&a[..], &b[..]].concat(), 1).unwrap());
+        w.add(id1, Encoding::ZstdDelta, &blob1, one.len() as u32).unwrap();
+        w.add(id2, Encoding::ZstdDelta, &blob2, two.len() as u32).unwrap();
+        let pack = w.finish().unwrap().unwrap();
+        let mut index = Index::default();
+        index.add_pack(pack.id, &pack.entries);
+        let packs = PackReader::new(&store);
+        let reader = ChunkReader { index: &index, packs: &packs };
+        let (mut cache, mut stored, mut out) = (BaseCache::default(), Vec::new(), b"head".to_vec());
+        let mut want = out.clone();
+        // Twice over, so the second pass takes the bases from the cache.
+        for _ in 0..2 {
+            for (id, data) in [(id1, &one), (ida, &a), (id2, &two), (idb, &b)] {
+                let loc = index.get(&id).unwrap();
+                let blob = packs.read_blob(&id, &loc, &mut stored).unwrap();
+                reader.decode_cached(&id, &loc, blob, &mut out, &mut cache).unwrap();
+                want.extend_from_slice(data);
+                assert_eq!(out, want);
+            }
+        }
+        // A flipped bit in a blob, or the wrong id: an error, and the buffer as it was.
+        for id in [id1, ida, id2] {
+            let loc = index.get(&id).unwrap();
+            let mut blob = packs.read_blob(&id, &loc, &mut stored).unwrap().to_vec();
+            let n = blob.len();
+            blob[n - 3] ^= 0x10;
+            assert!(reader.decode_cached(&id, &loc, &blob, &mut out, &mut cache).is_err());
+            assert_eq!(out, want);
+            let good = packs.read_blob(&id, &loc, &mut stored).unwrap().to_vec();
+            assert!(reader.decode_cached(&Id::of(b"other"), &loc, &good, &mut out, &mut cache).is_err());
+            assert_eq!(out, want);
+        }
+    }
 }

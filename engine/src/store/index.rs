@@ -108,7 +108,13 @@ impl Index {
         // was interrupted before removing the old segments) keeps one location. Both are valid,
         // but a whole copy wins (a delta never finds its base stored as a delta), then the one
         // prune re-encoded (so a rerun sees what the interrupted prune decided).
-        idx.entries.sort_unstable_by_key(|e| (e.id, e.encoding == Encoding::ZstdDelta, !e.preferred));
+        // The ids' first 8 bytes settle almost every comparison without a 32-byte memcmp
+        // (the sort was 1 % of a restore, on one thread before any work starts).
+        idx.entries.sort_unstable_by(|a, b| {
+            a.id.head().cmp(&b.id.head()).then_with(|| {
+                (a.id, a.encoding == Encoding::ZstdDelta, !a.preferred).cmp(&(b.id, b.encoding == Encoding::ZstdDelta, !b.preferred))
+            })
+        });
         idx.entries.dedup_by(|a, b| a.id == b.id);
         idx.entries.shrink_to_fit();
         idx.build_buckets();
