@@ -12,9 +12,9 @@
 //! survives shifted content (SQLite pages that moved, values that grew). Features of every chunk
 //! stored whole are kept in `features/` files; a backup loads them into a compact sorted table and
 //! picks, for each new chunk, the stored chunks that share the most features (at least
-//! [`MIN_SHARED`], or [`MIN_SHARED_SAME_RUN`] for a chunk of the same run). The chunks a backup stores whole join the table as soon as their pack is
-//! durable, so a dump's later chunks can be deltas against its earlier ones (14% off the first
-//! night of the shared dataset).
+//! [`MIN_SHARED`], or [`MIN_SHARED_SAME_RUN`] for a chunk of the same run). The chunks a backup
+//! stores whole join the table as soon as their pack is durable, so a dump's later chunks can be
+//! deltas against its earlier ones (14% off the first night of the shared dataset).
 //!
 //! One level only: a base is never a delta, so a chunk is rebuilt from at most a few reads. A
 //! delta over half the size of the chunk's plain encoding is dropped for the whole chunk, which
