@@ -110,11 +110,7 @@ impl Index {
         // prune re-encoded (so a rerun sees what the interrupted prune decided).
         // The ids' first 8 bytes settle almost every comparison without a 32-byte memcmp
         // (the sort was 1 % of a restore, on one thread before any work starts).
-        idx.entries.sort_unstable_by(|a, b| {
-            a.id.head().cmp(&b.id.head()).then_with(|| {
-                (a.id, a.encoding == Encoding::ZstdDelta, !a.preferred).cmp(&(b.id, b.encoding == Encoding::ZstdDelta, !b.preferred))
-            })
-        });
+        idx.entries.sort_unstable_by_key(|e| (e.id.head(), e.id, e.encoding == Encoding::ZstdDelta, !e.preferred));
         idx.entries.dedup_by(|a, b| a.id == b.id);
         idx.entries.shrink_to_fit();
         idx.build_buckets();
