@@ -358,12 +358,10 @@ fn restore_file(ctx: &Ctx, parent: BorrowedFd, name: &[u8], e: &Entry) -> Result
     .at("create", &shown)?;
     let file = File::from(fd);
     // The size first: chunks are then written at their offsets in parallel (a large file keeps
-    // every core busy, with no serial hash or write pass), and zero chunks of a sparse file
-    // stay holes.
-    // A dense file's blocks are allocated in one call: on ext4 that takes the per-block
-    // allocation out of every later write (about 6 % of a restore's wall time, 0.15 s of system
-    // time for 1 GiB), and a target without room fails here, before any chunk is decoded. A
-    // sparse file keeps its holes; a filesystem without fallocate gets the length alone.
+    // every core busy, with no serial hash or write pass). A dense file's blocks are allocated
+    // in the same call: on ext4 that takes the per-block allocation out of every later write
+    // (about 6 % of a restore's wall time), and a target without room fails here, before any
+    // chunk is decoded. A sparse file only gets its length, so its zero chunks stay holes.
     if *sparse || !ctx.preallocate || !preallocate(&file, *size, &shown)? {
         file.set_len(*size).at("set length of", &shown)?;
     }
