@@ -5,7 +5,8 @@
 //!
 //! `zstd-params DIR` runs every choice; `zstd-params DIR 'l2,l2 mml5,l2'` runs the named ones
 //! in that order (repeat names to alternate them: this machine's clock is noisy); `BIG=1
-//! zstd-params DIR` compresses the same bytes as 1 MiB frames at levels 1-3 instead.
+//! zstd-params DIR` compresses the same bytes as 1 MiB frames at levels 1-3 instead; `DICT=0,32
+//! zstd-params DIR` runs level 2 with trained dictionaries of those sizes in KiB (0: none).
 use std::time::Instant;
 use zstd::zstd_safe::{CCtx, CParameter, DCtx, Strategy as S};
 
@@ -35,6 +36,11 @@ fn main() {
         P { name: "l1", level: 1, extra: vec![] },
         P { name: "l2", level: 2, extra: vec![] },
         P { name: "l3", level: 3, extra: vec![] },
+        P { name: "l6", level: 6, extra: vec![] },
+        P { name: "l9", level: 9, extra: vec![] },
+        P { name: "l12", level: 12, extra: vec![] },
+        P { name: "l16", level: 16, extra: vec![] },
+        P { name: "l19", level: 19, extra: vec![] },
         P { name: "l1 mml4", level: 1, extra: vec![MinMatch(4)] },
         P { name: "l2 mml5", level: 2, extra: vec![MinMatch(5)] },
         P { name: "l2 mml6", level: 2, extra: vec![MinMatch(6)] },
@@ -64,6 +70,10 @@ fn main() {
             let el = t.elapsed().as_secs_f64();
             println!("1MiB frames l{lvl}: {:.1} MiB {:.3} s {:.0} MiB/s", sz as f64 / 1048576.0, el, total as f64 / 1048576.0 / el);
         }
+        return;
+    }
+    if let Ok(spec) = std::env::var("DICT") {
+        dict_sweep(&chunks, total, &spec);
         return;
     }
     let only: Option<Vec<String>> = args.get(2).map(|s| s.split(',').map(String::from).collect());
@@ -98,5 +108,62 @@ fn main() {
         }
         ctimes.sort_by(|a, b| a.partial_cmp(b).unwrap()); dtimes.sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!("{:22} size {:8.2} MiB  comp {:.3} s ({:4.0} MiB/s)  decomp {:.3} s ({:4.0} MiB/s)", p.name, size as f64 / 1048576.0, ctimes[2], total as f64 / 1048576.0 / ctimes[2], dtimes[2], total as f64 / 1048576.0 / dtimes[2]);
+    }
+}
+
+/// `DICT=2,8,32,112 zstd-params DIR`: level 2 with no dictionary, then with a dictionary of
+/// each size in KiB, trained on every 200th chunk, prepared once for compression and for
+/// decompression. Small dictionaries are mostly entropy tables: what a frame would not have
+/// to describe (bytes) nor rebuild (decode time).
+fn dict_sweep(chunks: &[Vec<u8>], total: usize, spec: &str) {
+    use zstd::zstd_safe::{CDict, DDict, ResetDirective};
+    let mut sample = vec![];
+    let mut sizes = vec![];
+    for c in chunks.iter().step_by(200) { sample.extend_from_slice(c); sizes.push(c.len()); }
+    let mut runs: Vec<(String, Option<Vec<u8>>)> = vec![];
+    for kib in spec.split(',') {
+        let kib: usize = kib.parse().unwrap();
+        if kib == 0 { runs.push(("none".into(), None)); continue; }
+        let mut d: Vec<u8> = Vec::with_capacity(kib << 10);
+        let t = Instant::now();
+        zstd::zstd_safe::train_from_buffer(&mut d, &sample, &sizes).unwrap();
+        eprintln!("dict {kib} KiB: {} bytes, trained in {:.2} s", d.len(), t.elapsed().as_secs_f64());
+        runs.push((format!("{kib} KiB"), Some(d)));
+    }
+    for (name, d) in &runs {
+        let cdict = d.as_ref().map(|d| CDict::create(d, 2));
+        let ddict = d.as_ref().map(|d| DDict::create(d));
+        let mut cctx = CCtx::create();
+        let mut dctx = DCtx::create();
+        cctx.set_parameter(CParameter::CompressionLevel(2)).unwrap();
+        if let Some(cd) = &cdict { cctx.ref_cdict(cd).unwrap(); }
+        if let Some(dd) = &ddict { dctx.ref_ddict(dd).unwrap(); }
+        let (mut ct, mut dt, mut size) = (vec![], vec![], 0usize);
+        for _ in 0..5 {
+            let t = Instant::now();
+            let mut frames = Vec::with_capacity(chunks.len());
+            for c in chunks {
+                cctx.reset(ResetDirective::SessionOnly).unwrap();
+                let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(c.len()));
+                cctx.compress2(&mut out, c).unwrap();
+                if out.len() >= c.len() { out.clear(); }
+                frames.push(out);
+            }
+            ct.push(t.elapsed().as_secs_f64());
+            size = frames.iter().zip(chunks).map(|(f, c)| if f.is_empty() { c.len() } else { f.len() }).sum();
+            let t = Instant::now();
+            let mut buf: Vec<u8> = Vec::with_capacity(70000);
+            for (f, c) in frames.iter().zip(chunks) {
+                if f.is_empty() { continue; }
+                buf.clear();
+                dctx.reset(ResetDirective::SessionOnly).unwrap();
+                dctx.decompress(&mut buf, f).unwrap();
+                assert_eq!(buf.len(), c.len());
+            }
+            dt.push(t.elapsed().as_secs_f64());
+        }
+        ct.sort_by(|a, b| a.partial_cmp(b).unwrap()); dt.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let mib = total as f64 / 1048576.0;
+        println!("dict {:8} size {:8.2} MiB  comp {:.3} s ({:4.0} MiB/s)  decomp {:.3} s ({:4.0} MiB/s)", name, size as f64 / 1048576.0, ct[2], mib / ct[2], dt[2], mib / dt[2]);
     }
 }
