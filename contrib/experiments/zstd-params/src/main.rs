@@ -81,34 +81,50 @@ fn main() {
     let mut dctx = DCtx::create();
     let order: Vec<&P> = match &only { Some(o) => o.iter().map(|n| ps.iter().find(|p| p.name == n).unwrap()).collect(), None => ps.iter().collect() };
     for p in order {
-        let mut ctimes = vec![]; let mut dtimes = vec![]; let mut size = 0usize;
-        for _ in 0..5 {
-            let t = Instant::now();
-            let mut frames = Vec::with_capacity(chunks.len());
-            for c in &chunks {
-                cctx.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters).unwrap();
-                cctx.set_parameter(CompressionLevel(p.level)).unwrap();
-                for e in &p.extra { cctx.set_parameter(e.clone()).unwrap(); }
-                let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(c.len()));
-                cctx.compress2(&mut out, c).unwrap();
-                if out.len() >= c.len() { out.clear(); }
-                frames.push(out);
-            }
-            ctimes.push(t.elapsed().as_secs_f64());
-            size = frames.iter().zip(&chunks).map(|(f, c)| if f.is_empty() { c.len() } else { f.len() }).sum();
-            let t = Instant::now();
-            let mut buf: Vec<u8> = Vec::with_capacity(70000);
-            for (f, c) in frames.iter().zip(&chunks) {
-                if f.is_empty() { continue; }
-                buf.clear();
-                dctx.decompress(&mut buf, f).unwrap();
-                assert_eq!(buf.len(), c.len());
-            }
-            dtimes.push(t.elapsed().as_secs_f64());
-        }
-        ctimes.sort_by(|a, b| a.partial_cmp(b).unwrap()); dtimes.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!("{:22} size {:8.2} MiB  comp {:.3} s ({:4.0} MiB/s)  decomp {:.3} s ({:4.0} MiB/s)", p.name, size as f64 / 1048576.0, ctimes[2], total as f64 / 1048576.0 / ctimes[2], dtimes[2], total as f64 / 1048576.0 / dtimes[2]);
+        let (size, ct, dt) = measure(&chunks, &mut cctx, &mut dctx, |cctx| {
+            cctx.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters).unwrap();
+            cctx.set_parameter(CompressionLevel(p.level)).unwrap();
+            for e in &p.extra { cctx.set_parameter(e.clone()).unwrap(); }
+        });
+        report(p.name, size, ct, dt, total);
     }
+}
+
+/// Compresses every chunk alone (`setup` prepares the context before each), then decompresses
+/// every frame, 5 times; returns the stored size (a chunk that does not shrink counts raw) and
+/// the median compress and decompress seconds.
+fn measure(chunks: &[Vec<u8>], cctx: &mut CCtx, dctx: &mut DCtx, mut setup: impl FnMut(&mut CCtx)) -> (usize, f64, f64) {
+    let (mut ct, mut dt, mut size) = (vec![], vec![], 0usize);
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut frames = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            setup(cctx);
+            let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(c.len()));
+            cctx.compress2(&mut out, c).unwrap();
+            if out.len() >= c.len() { out.clear(); }
+            frames.push(out);
+        }
+        ct.push(t.elapsed().as_secs_f64());
+        size = frames.iter().zip(chunks).map(|(f, c)| if f.is_empty() { c.len() } else { f.len() }).sum();
+        let t = Instant::now();
+        let mut buf: Vec<u8> = Vec::with_capacity(70000);
+        for (f, c) in frames.iter().zip(chunks) {
+            if f.is_empty() { continue; }
+            buf.clear();
+            dctx.decompress(&mut buf, f).unwrap();
+            assert_eq!(buf.len(), c.len());
+        }
+        dt.push(t.elapsed().as_secs_f64());
+    }
+    ct.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    dt.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (size, ct[2], dt[2])
+}
+
+fn report(name: &str, size: usize, ct: f64, dt: f64, total: usize) {
+    let mib = total as f64 / 1048576.0;
+    println!("{:22} size {:8.2} MiB  comp {:.3} s ({:4.0} MiB/s)  decomp {:.3} s ({:4.0} MiB/s)", name, size as f64 / 1048576.0, ct, mib / ct, dt, mib / dt);
 }
 
 /// `DICT=2,8,32,112 zstd-params DIR`: level 2 with no dictionary, then with a dictionary of
@@ -126,7 +142,7 @@ fn dict_sweep(chunks: &[Vec<u8>], total: usize, spec: &str) {
         if kib == 0 { runs.push(("none".into(), None)); continue; }
         let mut d: Vec<u8> = Vec::with_capacity(kib << 10);
         let t = Instant::now();
-        zstd::zstd_safe::train_from_buffer(&mut d, &sample, &sizes).unwrap();
+        zstd::zstd_safe::train_from_buffer(&mut d, &sample, &sizes).expect("zstd could not train a dictionary: too few chunks (every 200th is a sample)?");
         eprintln!("dict {kib} KiB: {} bytes, trained in {:.2} s", d.len(), t.elapsed().as_secs_f64());
         runs.push((format!("{kib} KiB"), Some(d)));
     }
@@ -138,32 +154,10 @@ fn dict_sweep(chunks: &[Vec<u8>], total: usize, spec: &str) {
         cctx.set_parameter(CParameter::CompressionLevel(2)).unwrap();
         if let Some(cd) = &cdict { cctx.ref_cdict(cd).unwrap(); }
         if let Some(dd) = &ddict { dctx.ref_ddict(dd).unwrap(); }
-        let (mut ct, mut dt, mut size) = (vec![], vec![], 0usize);
-        for _ in 0..5 {
-            let t = Instant::now();
-            let mut frames = Vec::with_capacity(chunks.len());
-            for c in chunks {
-                cctx.reset(ResetDirective::SessionOnly).unwrap();
-                let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(c.len()));
-                cctx.compress2(&mut out, c).unwrap();
-                if out.len() >= c.len() { out.clear(); }
-                frames.push(out);
-            }
-            ct.push(t.elapsed().as_secs_f64());
-            size = frames.iter().zip(chunks).map(|(f, c)| if f.is_empty() { c.len() } else { f.len() }).sum();
-            let t = Instant::now();
-            let mut buf: Vec<u8> = Vec::with_capacity(70000);
-            for (f, c) in frames.iter().zip(chunks) {
-                if f.is_empty() { continue; }
-                buf.clear();
-                dctx.reset(ResetDirective::SessionOnly).unwrap();
-                dctx.decompress(&mut buf, f).unwrap();
-                assert_eq!(buf.len(), c.len());
-            }
-            dt.push(t.elapsed().as_secs_f64());
-        }
-        ct.sort_by(|a, b| a.partial_cmp(b).unwrap()); dt.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let mib = total as f64 / 1048576.0;
-        println!("dict {:8} size {:8.2} MiB  comp {:.3} s ({:4.0} MiB/s)  decomp {:.3} s ({:4.0} MiB/s)", name, size as f64 / 1048576.0, ct[2], mib / ct[2], dt[2], mib / dt[2]);
+        // SessionOnly keeps the referenced dictionaries from one chunk to the next.
+        let (size, ct, dt) = measure(chunks, &mut cctx, &mut dctx, |cctx| {
+            cctx.reset(ResetDirective::SessionOnly).unwrap();
+        });
+        report(&format!("dict {name}"), size, ct, dt, total);
     }
 }
