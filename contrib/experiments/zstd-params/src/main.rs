@@ -140,11 +140,18 @@ fn dict_sweep(chunks: &[Vec<u8>], total: usize, spec: &str) {
     for kib in spec.split(',') {
         let kib: usize = kib.parse().unwrap();
         if kib == 0 { runs.push(("none".into(), None)); continue; }
+        let name = format!("{kib} KiB");
+        // A size named twice (to alternate runs) reuses its dictionary instead of training again.
+        if let Some((_, d)) = runs.iter().find(|(n, _)| *n == name) {
+            let d = d.clone();
+            runs.push((name, d));
+            continue;
+        }
         let mut d: Vec<u8> = Vec::with_capacity(kib << 10);
         let t = Instant::now();
         zstd::zstd_safe::train_from_buffer(&mut d, &sample, &sizes).expect("zstd could not train a dictionary: too few chunks (every 200th is a sample)?");
         eprintln!("dict {kib} KiB: {} bytes, trained in {:.2} s", d.len(), t.elapsed().as_secs_f64());
-        runs.push((format!("{kib} KiB"), Some(d)));
+        runs.push((name, Some(d)));
     }
     for (name, d) in &runs {
         let cdict = d.as_ref().map(|d| CDict::create(d, 2));
