@@ -1,12 +1,13 @@
-//! Issue 7: near-duplicate chunks stored as deltas against base chunks — smaller nights, exact
-//! restores, a damaged base named with every file that depends on it, prune keeping the bases
-//! of kept deltas.
+//! Issue 7: near-duplicate chunks stored as deltas against base chunks (chains of at most
+//! `MAX_DEPTH` deltas) — smaller nights, exact restores, a damaged base or chain link named with
+//! every file that depends on it, prune keeping the bases of kept deltas.
 
 use crate::common::*;
 use rpger_engine::demo::Dataset;
 use rpger_engine::store::index::Index;
 use rpger_engine::store::Store;
 use rpger_engine::{EntryKind, Id};
+use rpger_formats::delta::MAX_DEPTH;
 use rpger_formats::pack::Encoding;
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
@@ -35,6 +36,25 @@ fn nights(dir: &Path) -> Vec<PathBuf> {
             d
         })
         .collect()
+}
+
+/// `from` and every delta built on one of them, directly or along a chain.
+fn with_dependents(store: &Path, from: &[Id]) -> HashSet<Id> {
+    let ds = deltas(store);
+    let mut hit: HashSet<Id> = from.iter().copied().collect();
+    loop {
+        let more: Vec<Id> = ds.iter().filter(|(d, b)| !hit.contains(d) && b.iter().any(|b| hit.contains(b))).map(|(d, _)| *d).collect();
+        if more.is_empty() {
+            return hit;
+        }
+        hit.extend(more);
+    }
+}
+
+/// (longest chain, broken chains) from `stats`.
+fn chains(store: &Path) -> (u64, u64) {
+    let st = ok(store, &["--json", "stats"]).json();
+    (st["longest_delta_chain"].as_u64().unwrap(), st["broken_delta_chains"].as_u64().unwrap())
 }
 
 fn users_of(store: &Path, ids: &HashSet<Id>) -> BTreeSet<(String, String)> {
@@ -87,14 +107,22 @@ fn similar_chunks_are_stored_as_deltas_and_restore_exactly() {
     }
     let v = ok(&with, &["--json", "verify", "--deep", "--files", "--all", "--log-dir", t.path().join("logs").to_str().unwrap()]).json();
     assert_eq!(v["ok"], true, "{v}");
-    // A chunk is never a delta of a delta.
+    // Night 3's version of a region is a delta against night 2's, itself a delta: a chain, at
+    // most MAX_DEPTH long, and a delta built on a delta names that base alone.
     let s = Store::open(&with).unwrap();
     let index = Index::load(&s).unwrap();
+    let mut chained = 0;
     for (_, bases) in deltas(&with) {
-        for b in bases {
-            assert_ne!(index.get(&b).unwrap().encoding, Encoding::ZstdDelta);
+        if bases.iter().any(|b| index.get(b).unwrap().encoding == Encoding::ZstdDelta) {
+            chained += 1;
+            assert_eq!(bases.len(), 1, "a delta base is used alone");
         }
     }
+    assert!(chained > 0, "the third night must chain onto the second");
+    let (longest, broken) = chains(&with);
+    assert!((2..=MAX_DEPTH as u64).contains(&longest), "longest chain {longest}");
+    assert_eq!(broken, 0);
+    assert!(ok(&with, &["stats"]).stdout.contains("longest delta chain"));
 }
 
 #[test]
@@ -151,29 +179,8 @@ fn a_damaged_base_names_every_file_that_depends_on_it() {
         }
     }
     let base = *count.iter().max_by_key(|(id, n)| (**n, **id)).unwrap().0;
-    let dependents: HashSet<Id> = ds.iter().filter(|(_, b)| b.contains(&base)).map(|(d, _)| *d).collect();
-    let mut hit: HashSet<Id> = dependents.clone();
-    hit.insert(base);
-    let expected = users_of(&store, &hit);
-    // Flip a bit in the middle of the base's blob.
-    let s = Store::open(&store).unwrap();
-    let loc = Index::load(&s).unwrap().get(&base).unwrap();
-    let path = s.pack_path(&loc.pack);
-    let mut bytes = fs::read(&path).unwrap();
-    bytes[(loc.offset + loc.len / 2) as usize] ^= 0x10;
-    fs::write(&path, bytes).unwrap();
-    let logs = t.path().join("logs");
-    let r = run(&store, &["--json", "verify", "--deep", "--all", "--log-dir", logs.to_str().unwrap()]);
-    assert_eq!(r.code, 1, "{}", r.stdout);
-    let v = r.json();
-    let named: BTreeSet<(String, String)> = v["affected"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (a["snapshot"].as_str().unwrap().to_string(), format!("{}/{}", a["source"].as_str().unwrap(), a["path"].as_str().unwrap()))
-        })
-        .collect();
+    let expected = users_of(&store, &with_dependents(&store, &[base]));
+    let (v, named) = flip_and_verify(&store, &base, &t.path().join("logs"));
     assert_eq!(named, expected, "verify must name every file that uses the base or a delta built on it");
     assert!(v.to_string().contains(&base.short()), "the base is named: {v}");
     // A restore of the last night restores what it can and names the damaged files.
@@ -182,6 +189,84 @@ fn a_damaged_base_names_every_file_that_depends_on_it() {
     let last = snapshot_names(&store).pop().unwrap();
     if expected.iter().any(|(s, _)| *s == last) {
         assert_eq!(r.code, 1, "{}", r.stderr);
+    }
+}
+
+/// Every regular file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Flips a bit in the middle of `id`'s blob, runs `verify --deep --all` (which must fail) and
+/// returns its report and the (snapshot, source/path) of every file it names.
+fn flip_and_verify(store: &Path, id: &Id, logs: &Path) -> (serde_json::Value, BTreeSet<(String, String)>) {
+    let s = Store::open(store).unwrap();
+    let loc = Index::load(&s).unwrap().get(id).unwrap();
+    let path = s.pack_path(&loc.pack);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[(loc.offset + loc.len / 2) as usize] ^= 0x10;
+    fs::write(&path, bytes).unwrap();
+    let r = run(store, &["--json", "verify", "--deep", "--all", "--log-dir", logs.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let v = r.json();
+    let named = v["affected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (a["snapshot"].as_str().unwrap().to_string(), format!("{}/{}", a["source"].as_str().unwrap(), a["path"].as_str().unwrap()))
+        })
+        .collect();
+    (v, named)
+}
+
+#[test]
+fn a_damaged_link_in_a_delta_chain_names_every_file_built_on_it() {
+    let t = tempfile::tempdir().unwrap();
+    let ns = nights(t.path());
+    let store = init_store(&t.path().join("s"));
+    for n in &ns {
+        backup_night(&store, n, &[]);
+    }
+    // A delta that is itself the base of another delta: a link in the middle of a chain.
+    let s = Store::open(&store).unwrap();
+    let index = Index::load(&s).unwrap();
+    let ds = deltas(&store);
+    let link = ds
+        .iter()
+        .flat_map(|(_, bases)| bases.iter())
+        .find(|b| index.get(b).is_some_and(|l| l.encoding == Encoding::ZstdDelta && l.len > 200))
+        .copied()
+        .expect("the generated nights must chain");
+    let hit = with_dependents(&store, &[link]);
+    assert!(hit.len() > 1);
+    let expected = users_of(&store, &hit);
+    let (v, named) = flip_and_verify(&store, &link, &t.path().join("logs"));
+    assert_eq!(named, expected, "verify must name the files of the link and of every delta above it");
+    assert!(v.to_string().contains(&link.short()), "the link is named: {v}");
+    // Every other file of every night still restores exactly.
+    for (i, name) in snapshot_names(&store).iter().enumerate() {
+        let target = t.path().join(format!("r{i}"));
+        let r = run(&store, &["restore", name, target.to_str().unwrap()]);
+        let damaged: BTreeSet<&String> = expected.iter().filter(|(s, _)| s == name).map(|(_, p)| p).collect();
+        assert_eq!(r.code, if damaged.is_empty() { 0 } else { 1 }, "{}", r.stderr);
+        for src in ["mongodb", "redis", "chroma"] {
+            for e in walk(&ns[i].join(src)) {
+                let rel = format!("{src}/{}", e.strip_prefix(ns[i].join(src)).unwrap().display());
+                if !damaged.contains(&rel) {
+                    assert_eq!(fs::read(&e).unwrap(), fs::read(target.join(&rel)).unwrap(), "{rel} of {name}");
+                }
+            }
+        }
     }
 }
 
@@ -209,15 +294,16 @@ fn prune_rebases_deltas_whose_base_no_file_uses_and_keeps_the_others() {
     for b in &orphan_bases {
         assert!(index.get(b).is_none() || kept.contains(b), "base {} kept although only deltas used it", b.short());
     }
-    // Every delta left leans on whole chunks that are in the store.
+    // Every delta left has its bases in the store, and every chain ends in a whole chunk.
     for (d, bases) in deltas(&store) {
         if index.get(&d).is_some_and(|l| l.encoding == Encoding::ZstdDelta) {
             for b in bases {
-                let l = index.get(&b).unwrap_or_else(|| panic!("delta {} lost its base {}", d.short(), b.short()));
-                assert_ne!(l.encoding, Encoding::ZstdDelta);
+                assert!(index.get(&b).is_some(), "delta {} lost its base {}", d.short(), b.short());
             }
         }
     }
+    let (longest, broken) = chains(&store);
+    assert!(longest <= MAX_DEPTH as u64 && broken == 0, "longest {longest}, broken {broken}");
     let v = ok(&store, &["--json", "verify", "--deep", "--all", "--log-dir", t.path().join("logs").to_str().unwrap()]).json();
     assert_eq!(v["ok"], true, "{v}");
     let target = t.path().join("r");
@@ -225,4 +311,46 @@ fn prune_rebases_deltas_whose_base_no_file_uses_and_keeps_the_others() {
     for src in ["mongodb", "redis", "chroma"] {
         assert_same_tree(&ns[2].join(src), &target.join(src));
     }
+}
+
+#[test]
+fn a_delta_chain_that_loops_or_runs_too_deep_is_refused_not_followed() {
+    use rpger_engine::delta::{self, ChunkReader};
+    use rpger_engine::store::pack::{PackReader, PackWriter};
+    let t = tempfile::tempdir().unwrap();
+    let store = init_store(&t.path().join("s"));
+    let s = Store::open(&store).unwrap();
+    // A hostile store: a chain of MAX_DEPTH + 1 deltas over a whole chunk, and two deltas that
+    // name each other. Contents do not matter: the chain must be refused before any is decoded.
+    let whole = b"a chunk stored whole".to_vec();
+    let ids: Vec<Id> = (0..=MAX_DEPTH).map(|i| Id([i + 1; 32])).collect();
+    let (a, b) = (Id([100; 32]), Id([101; 32]));
+    let mut w = PackWriter::new(&s);
+    let mut packs = vec![];
+    let (enc, stored) = rpger_engine::compress::compress(&whole, 3);
+    packs.extend(w.add(Id::of(&whole), enc, &stored, whole.len() as u32).unwrap());
+    let frame = delta::compress(b"x", &whole, 1).unwrap();
+    let mut below = Id::of(&whole);
+    for id in &ids {
+        packs.extend(w.add(*id, Encoding::ZstdDelta, &rpger_formats::delta::encode_blob(&[below], &frame), 1).unwrap());
+        below = *id;
+    }
+    packs.extend(w.add(a, Encoding::ZstdDelta, &rpger_formats::delta::encode_blob(&[b], &frame), 1).unwrap());
+    packs.extend(w.add(b, Encoding::ZstdDelta, &rpger_formats::delta::encode_blob(&[a], &frame), 1).unwrap());
+    packs.extend(w.finish().unwrap());
+    let mut index = Index::load(&s).unwrap();
+    for p in &packs {
+        index.add_pack(p.id, &p.entries);
+    }
+    index.flush(&s).unwrap();
+    let index = Index::load(&s).unwrap();
+    let reader = PackReader::new(&s);
+    let chunks = ChunkReader { index: &index, packs: &reader };
+    for id in [*ids.last().unwrap(), a, b] {
+        let e = chunks.read(&id).unwrap_err().to_string();
+        assert!(e.contains(&format!("longer than {MAX_DEPTH} deltas")), "{e}");
+    }
+    // `stats` counts them as broken chains (the top of the long chain, and both loop members).
+    let (longest, broken) = chains(&store);
+    assert_eq!((longest, broken), (MAX_DEPTH as u64, 3), "the chain's first MAX_DEPTH links are fine");
 }

@@ -16,16 +16,20 @@
 //! stores whole join the table as soon as their pack is durable, so a dump's later chunks can be
 //! deltas against its earlier ones (14% off the first night of the shared dataset).
 //!
-//! One level only: a base is never a delta, so a chunk is rebuilt from at most a few reads. A
-//! delta over half the size of the chunk's plain encoding is dropped for the whole chunk, which
-//! then serves as a fresher base for later nights.
+//! Chains: a delta can be a base too, up to [`MAX_DEPTH`] deltas above a chunk stored whole, so
+//! a region rewritten every night is stored as night k against night k - 1, which costs one
+//! night's changes. With every base stored whole, night k's delta carried the changes of all the
+//! nights since that base: 710 MiB for the shared dataset's 7 nights against 639 with chains,
+//! and no rule choosing which versions to store whole could get under about 700
+//! (BENCHMARKS.md, "The one-level bound, computed"). A delta over 0.7 of the size of the
+//! chunk's plain encoding is dropped for the whole chunk, which starts a fresh chain.
 
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::fsutil;
 use crate::store::index::Index;
 use crate::store::pack::PackReader;
 use crate::store::Store;
-use rpger_formats::delta::{self, Features, FEATURES};
+use rpger_formats::delta::{self, Features, FEATURES, MAX_DEPTH};
 use rpger_formats::index::Location;
 use rpger_formats::pack::Encoding;
 use rpger_formats::Id;
@@ -159,6 +163,8 @@ pub struct Resemblance {
     /// cache-friendly jump instead of a binary search over the whole table).
     bucket: Vec<u32>,
     chunks: Vec<Id>,
+    /// Deltas between each chunk and a chunk stored whole (0: stored whole).
+    depth: Vec<u8>,
     /// Chunks numbered from here on were added by this run ([`Resemblance::extend`]).
     loaded: usize,
 }
@@ -179,14 +185,16 @@ impl Resemblance {
         // Oldest first: later chunks win ties, and the newest night is the likeliest base.
         names.sort();
         let mut r = Resemblance::default();
+        let mut depths = Depths { packs: PackReader::new(store), index, known: Default::default() };
         for p in names {
             let Ok(bytes) = fsutil::read_limited(&p, MAX_FEATURES_FILE) else { continue };
             let Ok(entries) = delta::decode_features(&bytes) else { continue };
             for (id, f) in entries {
-                if !index.get(&id).is_some_and(|l| l.encoding != Encoding::ZstdDelta) {
-                    continue;
+                // Unknown, unreadable and too deep chunks cannot be bases.
+                match depths.of(&id) {
+                    Some(d) if d < MAX_DEPTH => r.add(id, &f, d),
+                    _ => {}
                 }
-                r.add(id, &f);
             }
         }
         r.seal();
@@ -197,12 +205,14 @@ impl Resemblance {
     /// Adds chunks this run stored whole once they are durable, so later chunks of the same
     /// run can be deltas against them (a dump's chunks resemble each other, not only
     /// yesterday's). The new entries are sorted and merged in: linear in the table.
-    pub fn extend(&mut self, chunks: impl IntoIterator<Item = (Id, Features)>) {
-        let mut fresh = Resemblance { chunks: std::mem::take(&mut self.chunks), ..Default::default() };
-        for (id, f) in chunks {
-            fresh.add(id, &f);
+    pub fn extend(&mut self, chunks: impl IntoIterator<Item = (Id, Features, u8)>) {
+        let mut fresh =
+            Resemblance { chunks: std::mem::take(&mut self.chunks), depth: std::mem::take(&mut self.depth), ..Default::default() };
+        for (id, f, d) in chunks {
+            fresh.add(id, &f, d);
         }
         self.chunks = std::mem::take(&mut fresh.chunks);
+        self.depth = std::mem::take(&mut fresh.depth);
         if fresh.table.is_empty() {
             return;
         }
@@ -235,9 +245,10 @@ impl Resemblance {
         }
     }
 
-    fn add(&mut self, id: Id, f: &Features) {
+    fn add(&mut self, id: Id, f: &Features, depth: u8) {
         let n = self.chunks.len() as u32;
         self.chunks.push(id);
+        self.depth.push(depth);
         let mut last = None;
         for &v in f.iter().filter(|&&v| v != u32::MAX) {
             if last != Some(v) {
@@ -260,12 +271,13 @@ impl Resemblance {
     /// The known chunk sharing the most features with `f` (at least [`MIN_SHARED`], or
     /// [`MIN_SHARED_SAME_RUN`] for a chunk this run added); the most recently added wins a tie.
     pub fn best(&self, f: &Features) -> Option<Id> {
-        self.best_n(f, 1).pop()
+        self.best_n(f, 1).pop().map(|(id, _)| id)
     }
 
     /// Up to `n` known chunks sharing the most features with `f` (at least [`MIN_SHARED`], or
-    /// [`MIN_SHARED_SAME_RUN`] for a chunk this run added), most similar first.
-    pub fn best_n(&self, f: &Features, n: usize) -> Vec<Id> {
+    /// [`MIN_SHARED_SAME_RUN`] for a chunk this run added), most similar first, each with its
+    /// depth (0: stored whole).
+    pub fn best_n(&self, f: &Features, n: usize) -> Vec<(Id, u8)> {
         // A feature common to very many chunks (zero runs, padding) says nothing: look at a few.
         const MAX_PER_FEATURE: usize = 8;
         if self.bucket.is_empty() {
@@ -298,8 +310,61 @@ impl Resemblance {
         let enough = |&(n, v): &(u32, usize)| v >= if (n as usize) < self.loaded { MIN_SHARED } else { MIN_SHARED_SAME_RUN };
         let mut ranked: Vec<(u32, usize)> = votes[..used].iter().copied().filter(enough).collect();
         ranked.sort_unstable_by_key(|x| std::cmp::Reverse((x.1, x.0)));
-        ranked.into_iter().take(n).map(|x| self.chunks[x.0 as usize]).collect()
+        ranked.into_iter().take(n).map(|x| (self.chunks[x.0 as usize], self.depth[x.0 as usize])).collect()
     }
+}
+
+/// Depths of stored chunks, read from delta headers (each chunk's once).
+struct Depths<'a> {
+    packs: PackReader,
+    index: &'a Index,
+    known: std::collections::HashMap<Id, Option<u8>>,
+}
+
+impl Depths<'_> {
+    /// Deltas between `id` and a chunk stored whole; `None` for a chunk not indexed, unreadable,
+    /// or in a chain over [`MAX_DEPTH`] (or a loop, which only a damaged store can hold).
+    fn of(&mut self, id: &Id) -> Option<u8> {
+        self.walk(id, 0)
+    }
+
+    fn walk(&mut self, id: &Id, above: u8) -> Option<u8> {
+        if let Some(d) = self.known.get(id) {
+            return *d;
+        }
+        let loc = self.index.get(id)?;
+        if loc.encoding != Encoding::ZstdDelta {
+            return Some(0);
+        }
+        if above >= MAX_DEPTH {
+            return None;
+        }
+        let mut buf = Vec::new();
+        let head = Location { len: loc.len.min(delta::header_len(delta::MAX_BASES as u8) as u32), ..loc };
+        let bases = self.packs.read_blob(id, &head, &mut buf).ok().and_then(|b| delta::decode_blob(b).ok()).map(|(b, _)| b);
+        let d = match bases {
+            Some(bases) => bases.iter().try_fold(0u8, |m, b| self.walk(b, above + 1).map(|d| m.max(d + 1))),
+            None => None,
+        };
+        let d = d.filter(|&d| d <= MAX_DEPTH);
+        self.known.insert(*id, d);
+        d
+    }
+}
+
+/// The longest delta chain among the indexed chunks (0: no deltas), and how many chunks could
+/// not be followed to a chunk stored whole (unreadable headers, missing bases, or over
+/// [`MAX_DEPTH`]): `verify` says which files that touches.
+pub fn longest_chain(store: &Store, index: &Index) -> (u8, u64) {
+    let mut depths = Depths { packs: PackReader::new(store), index, known: Default::default() };
+    let (mut longest, mut broken) = (0u8, 0u64);
+    for (id, _) in index.by_pack().into_values().flatten().filter(|(_, l)| l.encoding == Encoding::ZstdDelta) {
+        match depths.of(&id) {
+            Some(d) => longest = longest.max(d),
+            None => broken += 1,
+        }
+    }
+    (longest, broken)
 }
 
 /// Writes the features of chunks stored whole by one backup (`name` unique per run).
@@ -453,6 +518,20 @@ impl BaseCache {
         self.entries.iter().position(|(e, _)| e.as_ref() == Some(id))
     }
 
+    /// Keeps `bytes` as chunk `id`'s, for deltas built on it that come next: verify checks a
+    /// chain's links lowest first, so each is rebuilt from the one below it. Only for bytes
+    /// whose hash was checked, or whose users check theirs.
+    pub fn remember(&mut self, id: Id, bytes: &[u8]) {
+        if self.find(&id).is_some() {
+            return;
+        }
+        let slot = self.take_slot();
+        let e = &mut self.entries[slot];
+        e.1.clear();
+        e.1.extend_from_slice(bytes);
+        e.0 = Some(id);
+    }
+
     /// The slot the next base goes to (oldest first), marked empty until it is filled.
     fn take_slot(&mut self) -> usize {
         if self.entries.len() < Self::CAP {
@@ -464,6 +543,20 @@ impl BaseCache {
         self.entries[i].0 = None;
         i
     }
+}
+
+/// Where a rebuild stands in a delta chain.
+#[derive(Clone, Copy)]
+struct Link {
+    /// Check each base's BLAKE3 (else only the caller's check of the result proves them).
+    check_bases: bool,
+    /// Deltas from the chunk the caller asked for down to this one, this one included.
+    depth: u8,
+}
+
+impl Link {
+    const TOP_CHECKED: Link = Link { check_bases: true, depth: 1 };
+    const TOP_UNCHECKED: Link = Link { check_bases: false, depth: 1 };
 }
 
 /// Reads chunks whatever their encoding: a delta is rebuilt from its bases.
@@ -519,11 +612,11 @@ impl ChunkReader<'_> {
 
     fn rebuild_checked_append(&self, id: &Id, loc: &Location, blob: &[u8], out: &mut Vec<u8>, cache: &mut BaseCache) -> Result<()> {
         let start = out.len();
-        if self.rebuild_with(id, loc, blob, out, cache, false).is_ok() && Id::of(&out[start..]) == *id {
+        if self.rebuild_with(id, loc, blob, out, cache, Link::TOP_UNCHECKED).is_ok() && Id::of(&out[start..]) == *id {
             return Ok(());
         }
         out.truncate(start);
-        self.rebuild_with(id, loc, blob, out, &mut BaseCache::default(), true)?;
+        self.rebuild_with(id, loc, blob, out, &mut BaseCache::default(), Link::TOP_CHECKED)?;
         if Id::of(&out[start..]) != *id {
             out.truncate(start);
             return Err(Error::new(
@@ -541,19 +634,12 @@ impl ChunkReader<'_> {
     /// A malformed header, a missing, damaged or delta base, a frame that does not decompress.
     pub fn rebuild(&self, id: &Id, loc: &Location, blob: &[u8], out: &mut Vec<u8>) -> Result<()> {
         out.clear();
-        self.rebuild_with(id, loc, blob, out, &mut BaseCache::default(), true)
+        self.rebuild_with(id, loc, blob, out, &mut BaseCache::default(), Link::TOP_CHECKED)
     }
 
     /// Appends the rebuilt delta to `out` (unchanged on error).
-    fn rebuild_with(
-        &self,
-        id: &Id,
-        loc: &Location,
-        blob: &[u8],
-        out: &mut Vec<u8>,
-        cache: &mut BaseCache,
-        check_bases: bool,
-    ) -> Result<()> {
+    fn rebuild_with(&self, id: &Id, loc: &Location, blob: &[u8], out: &mut Vec<u8>, cache: &mut BaseCache, link: Link) -> Result<()> {
+        let Link { check_bases, depth } = link;
         let what = || format!("chunk {} in pack {}", id.short(), loc.pack.short());
         let (bases, frame) = delta::decode_blob(blob).map_err(|e| Error::corrupt(what(), e))?;
         let mut prefix = std::mem::take(&mut cache.prefix);
@@ -568,18 +654,44 @@ impl ChunkReader<'_> {
                     let bl = self.index.get(base).ok_or_else(|| {
                         Error::new(ErrorKind::Missing, format!("{}: its delta base chunk {} is not in the index", what(), base.short()))
                     })?;
-                    if bl.encoding == Encoding::ZstdDelta {
-                        return Err(Error::new(
-                            ErrorKind::Corrupt,
-                            format!("{}: its delta base chunk {} is itself a delta", what(), base.short()),
-                        ));
-                    }
                     let slot = cache.take_slot();
-                    let (stored, decoded) = (&mut cache.stored, &mut cache.entries[slot].1);
-                    self.packs
-                        .read_blob(base, &bl, stored)
-                        .and_then(|blob| crate::store::pack::decode_whole(base, &bl, blob, decoded, check_bases))
-                        .map_err(|e| e.context(format!("{}: its delta base", what())))?;
+                    if bl.encoding == Encoding::ZstdDelta {
+                        // `depth` counts this chunk: a base of a chunk at MAX_DEPTH cannot be a delta.
+                        if depth >= MAX_DEPTH {
+                            return Err(Error::new(
+                                ErrorKind::Corrupt,
+                                format!("{}: its delta chain is longer than {MAX_DEPTH} deltas (at base {})", what(), base.short()),
+                            ));
+                        }
+                        let mut decoded = std::mem::take(&mut cache.entries[slot].1);
+                        decoded.clear();
+                        let mut stored = Vec::new();
+                        let r = self.packs.read_blob_into(base, &bl, &mut stored).and_then(|_| {
+                            self.rebuild_with(
+                                base,
+                                &bl,
+                                &stored,
+                                &mut decoded,
+                                // The same cache: the chain's lower links are kept for the next
+                                // chunk too (this slot is out of it until refilled below).
+                                cache,
+                                Link { check_bases, depth: depth + 1 },
+                            )
+                        });
+                        // Checked bases are checked one by one, the chain's included.
+                        let r = r.and_then(|_| match check_bases && Id::of(&decoded) != *base {
+                            true => Err(Error::new(ErrorKind::Corrupt, format!("chunk {}: content does not match its hash", base.short()))),
+                            false => Ok(()),
+                        });
+                        cache.entries[slot].1 = decoded;
+                        r.map_err(|e| e.context(format!("{}: its delta base", what())))?;
+                    } else {
+                        let (stored, decoded) = (&mut cache.stored, &mut cache.entries[slot].1);
+                        self.packs
+                            .read_blob(base, &bl, stored)
+                            .and_then(|blob| crate::store::pack::decode_whole(base, &bl, blob, decoded, check_bases))
+                            .map_err(|e| e.context(format!("{}: its delta base", what())))?;
+                    }
                     // A checked read never feeds the cache's unchecked entries.
                     cache.entries[slot].0 = (!check_bases).then_some(*base);
                     slot
@@ -678,8 +790,8 @@ mod tests {
         assert_eq!(shared(&fa, &fc), 0);
         assert_eq!(features(&[]), [u32::MAX; FEATURES]);
         let mut r = Resemblance::default();
-        r.add(Id([1; 32]), &fc);
-        r.add(Id([2; 32]), &fa);
+        r.add(Id([1; 32]), &fc, 0);
+        r.add(Id([2; 32]), &fa, 0);
         r.seal();
         assert_eq!(r.best(&fb), Some(Id([2; 32])));
         assert_eq!(r.best(&features(&noise(3, 16384))), None);
@@ -699,7 +811,7 @@ mod tests {
         // In several steps, as packs become durable; a loaded table grows the same way.
         for part in chunks.chunks(7) {
             let first = chunks.iter().position(|c| c == &part[0]).unwrap();
-            r.extend(part.iter().enumerate().map(|(i, c)| (Id([(first + i) as u8; 32]), features(c))));
+            r.extend(part.iter().enumerate().map(|(i, c)| (Id([(first + i) as u8; 32]), features(c), 0)));
         }
         assert_eq!(r.len(), chunks.len());
         assert!(r.table.windows(2).all(|w| w[0] <= w[1]), "the merged table stays sorted");
@@ -745,7 +857,7 @@ mod tests {
         let mut r = Resemblance::load(&store, &index).unwrap();
         // This run adds one.
         let now = Id([9; 32]);
-        r.extend(vec![(now, [11, 12, 13, 14, 15, 16, 17, 18])]);
+        r.extend(vec![(now, [11, 12, 13, 14, 15, 16, 17, 18], 1)]);
         let sharing = |a: &[u32]| {
             let mut f = [u32::MAX; FEATURES];
             f[..a.len()].copy_from_slice(a);
@@ -754,7 +866,7 @@ mod tests {
         assert_eq!(r.best(&sharing(&[1, 2, 100, 101])), Some(Id::of(&old)), "two shared features are enough for an earlier chunk");
         assert_eq!(r.best(&sharing(&[11, 12, 100, 101])), None, "but not for one of the same run");
         assert_eq!(r.best(&sharing(&[11, 12, 13, 100])), Some(now));
-        assert_eq!(r.best_n(&sharing(&[1, 2, 11, 12, 13]), 2), vec![now, Id::of(&old)]);
+        assert_eq!(r.best_n(&sharing(&[1, 2, 11, 12, 13]), 2), vec![(now, 1), (Id::of(&old), 0)], "with their depths");
     }
 
     #[test]

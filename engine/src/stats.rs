@@ -35,6 +35,10 @@ pub struct StoreStats {
     /// Per source name: bytes delta encoding saved over the snapshots in the store (estimated
     /// against compressing each chunk alone), sorted by name.
     pub delta_saved_by_source: Vec<(String, u64)>,
+    /// Most deltas between a chunk and the chunk stored whole its chain starts from.
+    pub longest_delta_chain: u8,
+    /// Deltas whose chain cannot be followed to a chunk stored whole (damage: `verify` names it).
+    pub broken_delta_chains: u64,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -64,6 +68,7 @@ pub fn stats(store: &Store) -> Result<StoreStats> {
     let logical: u64 = snaps.iter().map(|s| s.logical_bytes()).sum();
     let disk = store.disk_usage()?;
     let (delta_chunks, delta_raw_bytes, delta_stored_bytes) = index.delta_totals();
+    let (longest_delta_chain, broken_delta_chains) = crate::delta::longest_chain(store, &index);
     let mut saved: std::collections::BTreeMap<String, u64> = Default::default();
     for s in &snaps {
         for (k, v) in &s.labels {
@@ -77,6 +82,8 @@ pub fn stats(store: &Store) -> Result<StoreStats> {
         delta_raw_bytes,
         delta_stored_bytes,
         delta_saved_by_source: saved.into_iter().collect(),
+        longest_delta_chain,
+        broken_delta_chains,
         snapshots: snaps.len(),
         store_bytes: disk,
         logical_bytes: logical,

@@ -272,32 +272,59 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
         }
         report.packs_checked += 1;
     }
-    // Deltas the snapshots need: their bases must be indexed, and whole (one small read each).
+    // Deltas the snapshots need: every base along their chains must be indexed (one small read
+    // each), and a delta whose chain holds an unreadable chunk cannot be rebuilt.
     {
         let reader = PackReader::new(store);
         let mut head = Vec::new();
-        let mut needed: Vec<(Id, Location)> = referenced
+        let mut queue: Vec<(Id, Location)> = referenced
             .iter()
             .filter_map(|id| index.get(id).map(|l| (*id, l)))
             .filter(|(id, l)| l.encoding == Encoding::ZstdDelta && !bad.contains_key(id) && !damaged_packs.contains(&l.pack))
             .collect();
-        needed.sort_by_key(|(_, l)| (l.pack, l.offset));
-        for (id, l) in needed {
+        queue.sort_by_key(|(_, l)| (l.pack, l.offset));
+        let mut seen: HashSet<Id> = queue.iter().map(|(id, _)| *id).collect();
+        let mut bases_of: Vec<(Id, Vec<Id>)> = Vec::new();
+        let mut next = 0;
+        while let Some(&(id, l)) = queue.get(next) {
+            next += 1;
             let part = Location { len: l.len.min(rpger_formats::delta::header_len(rpger_formats::delta::MAX_BASES as u8) as u32), ..l };
-            let why = match reader.read_blob_into(&id, &part, &mut head).and_then(|_| {
+            match reader.read_blob_into(&id, &part, &mut head).and_then(|_| {
                 rpger_formats::delta::decode_blob(&head).map(|(b, _)| b).map_err(|e| Error::corrupt(format!("chunk {}", id.short()), e))
             }) {
-                Err(e) => Some(e.to_string()),
-                Ok(bases) => bases.iter().find_map(|b| match index.get(b) {
-                    None => Some(format!("chunk {}: its delta base chunk {} is not in the index", id.short(), b.short())),
-                    Some(bl) if bl.encoding == Encoding::ZstdDelta => {
-                        Some(format!("chunk {}: its delta base chunk {} is itself a delta", id.short(), b.short()))
+                Err(e) => {
+                    bad.insert(id, e.to_string());
+                }
+                Ok(bases) => {
+                    for b in &bases {
+                        match index.get(b) {
+                            None => {
+                                bad.entry(id).or_insert_with(|| {
+                                    format!("chunk {}: its delta base chunk {} is not in the index", id.short(), b.short())
+                                });
+                            }
+                            Some(bl) if bl.encoding == Encoding::ZstdDelta && !damaged_packs.contains(&bl.pack) && seen.insert(*b) => {
+                                queue.push((*b, bl));
+                            }
+                            Some(_) => {}
+                        }
                     }
-                    Some(_) => None,
-                }),
-            };
-            if let Some(why) = why {
-                bad.insert(id, why);
+                    bases_of.push((id, bases));
+                }
+            }
+        }
+        // Damage travels up the chains: a pass per level at most.
+        loop {
+            let hit: Vec<(Id, Id)> = bases_of
+                .iter()
+                .filter(|(id, _)| !bad.contains_key(id))
+                .filter_map(|(id, bases)| bases.iter().find(|b| bad.contains_key(b)).map(|b| (*id, *b)))
+                .collect();
+            if hit.is_empty() {
+                break;
+            }
+            for (id, b) in hit {
+                bad.insert(id, format!("chunk {}: its delta base chunk {} is damaged or cannot be rebuilt", id.short(), b.short()));
             }
         }
     }
@@ -360,11 +387,23 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
             f.0.insert(*p, r.map(|(_, bad, deferred)| (blobs.len() as u64, bad, deferred)).map_err(|e| e.to_string()));
         });
         let (mut per_pack, bytes) = found.into_inner().unwrap_or_else(|e| e.into_inner());
-        // Pass 2: deltas grouped by their first base, so a base shared by several nights'
-        // versions of a region is decoded once per group.
+        // Pass 2: deltas grouped by the chunk stored whole their chain starts from, lower links
+        // first, so a base shared by several nights' versions of a region is decoded once per
+        // group and each link of a chain is rebuilt from the one below it, kept in the cache.
         let mut deferred: Vec<Deferred> =
             per_pack.values_mut().filter_map(|r| r.as_mut().ok()).flat_map(|r| std::mem::take(&mut r.2)).collect();
-        deferred.sort_unstable_by_key(|d| d.first);
+        let below: HashMap<u64, u64> = deferred.iter().map(|d| (d.id.head(), d.first)).collect();
+        let root = |d: &Deferred| {
+            let (mut at, mut depth) = (d.first, 0u8);
+            // Bounded: a looping chain (a damaged store) fails its rebuild anyway.
+            while let Some(&next) = below.get(&at).filter(|_| depth < rpger_formats::delta::MAX_DEPTH) {
+                at = next;
+                depth += 1;
+            }
+            (at, depth)
+        };
+        deferred.sort_by_cached_key(root);
+        drop(below);
         let dead_deltas = std::sync::atomic::AtomicU64::new(0);
         let bad_deltas: Vec<(Id, Id, String)> = deferred
             .par_chunks(256)
@@ -377,7 +416,7 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
                         .and_then(|_| chunks.rebuild_checked(&id, &loc, &stored, &mut out, &mut cache));
                     progress.advance(loc.len as u64);
                     match r {
-                        Ok(()) => {}
+                        Ok(()) => cache.remember(id, &out),
                         // Dead data: a delta no checked file uses, or a copy of a chunk the
                         // index locates elsewhere (prune re-based it, or an interrupted prune
                         // left it), whose bases are gone or were re-based too.

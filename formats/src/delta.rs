@@ -7,11 +7,12 @@
 //! ```text
 //! count u8 (1..=MAX_BASES) | count x base chunk id (32) | zstd frame
 //! ```
-//! Bases are always stored whole (never as deltas), so any chunk is rebuilt from at most
-//! `MAX_BASES + 1` blob reads.
+//! A base may itself be a delta (pack version 3), but a chain holds at most [`MAX_DEPTH`] deltas
+//! above a chunk stored whole, so any chunk is rebuilt from a bounded number of blob reads.
+//! Pack version 2 stores never chain: there every base is stored whole.
 //!
-//! A features file (`features/<name>`, enveloped, magic `RPGSFEAT`) lists chunks stored whole
-//! with their resemblance features, which later backups use to find a base for a new chunk:
+//! A features file (`features/<name>`, enveloped, magic `RPGSFEAT`) lists chunks that may serve
+//! as bases (stored whole, or deltas less than [`MAX_DEPTH`] deep) with their resemblance features, which later backups use to find a base for a new chunk:
 //! `count u32 | count x (chunk id (32) | FEATURES x u32)`.
 
 use crate::envelope::{self, Kind, Reader};
@@ -19,6 +20,10 @@ use crate::{DecodeError, Id};
 
 /// Most bases one delta may name.
 pub const MAX_BASES: usize = 4;
+/// Most deltas in a chain, counting the chunk itself: a delta at depth `MAX_DEPTH` is never a
+/// base. At 6 a week of nightly versions of a region chains one night to the next, and a
+/// restore reads at most 7 blobs for it (one whole, six small deltas).
+pub const MAX_DEPTH: u8 = 6;
 /// Features per chunk.
 pub const FEATURES: usize = 8;
 /// Most entries a features file may hold.

@@ -9,7 +9,9 @@
 //! footer   count u32 | BLAKE3(entries) (32) | magic "RPGSPEND"
 //! ```
 //! `offset` counts from the start of the file. Version 2 added encoding 2 (a zstd delta against
-//! base chunks); version 1 packs are read unchanged.
+//! base chunks); version 3 lets a delta's base be a delta itself (a chain, see
+//! [`crate::delta::MAX_DEPTH`]). Older packs are read unchanged; an older build refuses a version 3
+//! pack by its version instead of misreading its chains.
 
 use crate::envelope::Reader;
 use crate::{DecodeError, Id};
@@ -19,7 +21,7 @@ pub const MAGIC: [u8; 8] = *b"RPGSPACK";
 /// Last bytes of a pack.
 pub const END_MAGIC: [u8; 8] = *b"RPGSPEND";
 /// Pack version written by this build.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Oldest pack version read.
 pub const MIN_VERSION: u16 = 1;
 /// Header length.

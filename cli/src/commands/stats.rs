@@ -16,6 +16,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             "unique_bytes": s.unique_bytes, "stored_bytes": s.stored_bytes, "chunks": s.chunks,
             "dedup_ratio": s.dedup_ratio, "compression_ratio": s.compression_ratio, "total_ratio": s.total_ratio,
             "delta_chunks": s.delta_chunks, "delta_raw_bytes": s.delta_raw_bytes, "delta_stored_bytes": s.delta_stored_bytes,
+            "longest_delta_chain": s.longest_delta_chain, "broken_delta_chains": s.broken_delta_chains,
             "delta_saved_bytes": s.delta_saved_by_source.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         }));
     } else {
@@ -33,6 +34,10 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             output::bytes(s.delta_raw_bytes),
             output::bytes(s.delta_stored_bytes)
         );
+        println!("longest delta chain {} delta(s) above a chunk stored whole", s.longest_delta_chain);
+        if s.broken_delta_chains > 0 {
+            println!("broken delta chains {} (run `rpger-store verify` to see which files they touch)", s.broken_delta_chains);
+        }
         for (src, saved) in &s.delta_saved_by_source {
             println!("delta saved        {} on {src} (against compressing those chunks alone)", output::bytes(*saved));
         }

@@ -196,7 +196,7 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
             continue;
         }
         match index.get(&b) {
-            Some(bl) if on_disk.contains(&bl.pack) && bl.encoding != Encoding::ZstdDelta => {
+            Some(bl) if on_disk.contains(&bl.pack) => {
                 chosen.insert(b, bl);
                 live.insert(b);
             }
@@ -302,9 +302,8 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
             let blob = delta::encode_blob(&[deps[0]], &frame);
             let (enc, bytes) = crate::compress::compress(&data, level);
             let (enc, bytes) = if blob.len() < bytes.len() { (Encoding::ZstdDelta, blob) } else { (enc, bytes) };
-            if enc != Encoding::ZstdDelta {
-                new_features.push((*d, crate::delta::features(&data)));
-            }
+            // Whole, or one delta above a whole chunk: a base either way.
+            new_features.push((*d, crate::delta::features(&data)));
             if let Some(p) = writer.add(*d, enc, &bytes, data.len() as u32)? {
                 moved.push(p);
                 steps.step();
@@ -344,11 +343,11 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
         steps.step();
     }
     fsutil::fsync_dir(&store.root().join("index"))?;
-    // Features of chunks that are gone or no longer whole are dead weight: one merged file
-    // replaces them (the chunks prune just stored whole included). Written before the old
-    // files go, so a crash leaves at most duplicates.
-    let whole: HashSet<Id> = chosen.iter().filter(|(_, l)| l.encoding != Encoding::ZstdDelta).map(|(i, _)| *i).collect();
-    crate::delta::compact_features(store, &whole, new_features)?;
+    // Features of chunks that are gone are dead weight: one merged file replaces them (the
+    // chunks prune just re-based included; a backup skips chunks too deep to be bases). Written
+    // before the old files go, so a crash leaves at most duplicates.
+    let kept: HashSet<Id> = chosen.keys().copied().collect();
+    crate::delta::compact_features(store, &kept, new_features)?;
     steps.step();
     // Never delete a pack the new index names. Packs are content-addressed, so repacking can
     // recreate a pack that was planned for deletion: an orphan left by an interrupted prune that
