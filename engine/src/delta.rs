@@ -2,7 +2,7 @@
 //!
 //! Content-defined dedup only drops byte-identical chunks; a dump rewritten with a few changed
 //! values per 16 KiB (Redis RDB, SQLite pages, MongoDB documents updated in place) makes mostly
-//! *similar* chunks. A new chunk that resembles a chunk already stored whole is stored as a zstd
+//! *similar* chunks. A new chunk that resembles a chunk already stored is stored as a zstd
 //! frame compressed against that base (its bytes as a single-use prefix), which costs what
 //! changed instead of the whole chunk.
 //!
@@ -10,10 +10,10 @@
 //! (gear) hash over its bytes (a bottom-k sketch). Two chunks that share most of their 64-byte
 //! windows share most of their smallest window hashes, wherever the windows sit, so the sketch
 //! survives shifted content (SQLite pages that moved, values that grew). Features of every chunk
-//! stored whole are kept in `features/` files; a backup loads them into a compact sorted table and
+//! that can be a base are kept in `features/` files; a backup loads them into a compact sorted table and
 //! picks, for each new chunk, the stored chunks that share the most features (at least
-//! [`MIN_SHARED`], or [`MIN_SHARED_SAME_RUN`] for a chunk of the same run). The chunks a backup
-//! stores whole join the table as soon as their pack is durable, so a dump's later chunks can be
+//! [`MIN_SHARED`], or [`MIN_SHARED_SAME_RUN`] for a chunk of the same run). The bases a backup
+//! stores join the table as soon as their pack is durable, so a dump's later chunks can be
 //! deltas against its earlier ones (14% off the first night of the shared dataset).
 //!
 //! Chains: a delta can be a base too, up to [`MAX_DEPTH`] deltas above a chunk stored whole, so
@@ -154,7 +154,8 @@ fn finish(best: [u64; FEATURES]) -> Features {
     best.map(|v| if v == u64::MAX { u32::MAX } else { (v >> 32) as u32 })
 }
 
-/// Chunks stored whole, findable by shared features.
+/// Chunks that can be bases (stored whole, or deltas under [`MAX_DEPTH`] deep), findable by
+/// shared features.
 #[derive(Default)]
 pub struct Resemblance {
     /// (feature, chunk number), sorted.
@@ -170,7 +171,7 @@ pub struct Resemblance {
 }
 
 impl Resemblance {
-    /// Loads every features file, keeping chunks the index holds whole. A damaged features file
+    /// Loads every features file, keeping indexed chunks that can be bases. A damaged features file
     /// is skipped (features only steer compression, never correctness).
     ///
     /// # Errors
@@ -202,7 +203,7 @@ impl Resemblance {
         Ok(r)
     }
 
-    /// Adds chunks this run stored whole once they are durable, so later chunks of the same
+    /// Adds chunks this run stored (whole, or as deltas that can be bases) once they are durable, so later chunks of the same
     /// run can be deltas against them (a dump's chunks resemble each other, not only
     /// yesterday's). The new entries are sorted and merged in: linear in the table.
     pub fn extend(&mut self, chunks: impl IntoIterator<Item = (Id, Features, u8)>) {
@@ -367,7 +368,7 @@ pub fn longest_chain(store: &Store, index: &Index) -> (u8, u64) {
     (longest, broken)
 }
 
-/// Writes the features of chunks stored whole by one backup (`name` unique per run).
+/// Writes the features of the chunks one backup stored that can be bases (`name` unique per run).
 ///
 /// # Errors
 /// I/O errors with the path.

@@ -440,11 +440,11 @@ fn process(
     let mut in_flight: HashSet<Id> = HashSet::new();
     let mut slots: Vec<Vec<Id>> = vec![];
     let mut delta_saved: Vec<u64> = vec![];
-    // Features of the chunks this run stores whole, written at the flush.
+    // Features of the chunks this run stores that can be bases, written at the flush.
     let mut new_features: Vec<(Id, Features)> = vec![];
     // Features (and depth) of this run's future bases not durable yet: bases once they are.
     let mut waiting: HashMap<Id, (Features, u8)> = HashMap::new();
-    // Moves durable packs into the index (and their whole chunks into the resemblance table);
+    // Moves durable packs into the index (and their future bases into the resemblance table);
     // writes a segment when enough have gathered.
     let absorb = |index: &mut Index,
                   in_flight: &mut HashSet<Id>,
