@@ -38,6 +38,16 @@ fn nights(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The three generated nights under `dir`, backed up in order into a new store `dir/s`.
+fn three_nights_backed_up(dir: &Path) -> (Vec<PathBuf>, PathBuf) {
+    let ns = nights(dir);
+    let store = init_store(&dir.join("s"));
+    for n in &ns {
+        backup_night(&store, n, &[]);
+    }
+    (ns, store)
+}
+
 /// `from` and every delta built on one of them, directly or along a chain.
 fn with_dependents(store: &Path, from: &[Id]) -> HashSet<Id> {
     let ds = deltas(store);
@@ -164,11 +174,7 @@ fn later_chunks_of_one_backup_are_deltas_against_its_earlier_durable_chunks() {
 #[test]
 fn a_damaged_base_names_every_file_that_depends_on_it() {
     let t = tempfile::tempdir().unwrap();
-    let ns = nights(t.path());
-    let store = init_store(&t.path().join("s"));
-    for n in &ns {
-        backup_night(&store, n, &[]);
-    }
+    let (_, store) = three_nights_backed_up(t.path());
     let ds = deltas(&store);
     assert!(!ds.is_empty(), "the generated nights must give deltas");
     // The base used by the most deltas.
@@ -232,11 +238,7 @@ fn flip_and_verify(store: &Path, id: &Id, logs: &Path) -> (serde_json::Value, BT
 #[test]
 fn a_damaged_link_in_a_delta_chain_names_every_file_built_on_it() {
     let t = tempfile::tempdir().unwrap();
-    let ns = nights(t.path());
-    let store = init_store(&t.path().join("s"));
-    for n in &ns {
-        backup_night(&store, n, &[]);
-    }
+    let (ns, store) = three_nights_backed_up(t.path());
     // A delta that is itself the base of another delta: a link in the middle of a chain.
     let s = Store::open(&store).unwrap();
     let index = Index::load(&s).unwrap();
@@ -273,11 +275,7 @@ fn a_damaged_link_in_a_delta_chain_names_every_file_built_on_it() {
 #[test]
 fn prune_rebases_deltas_whose_base_no_file_uses_and_keeps_the_others() {
     let t = tempfile::tempdir().unwrap();
-    let ns = nights(t.path());
-    let store = init_store(&t.path().join("s"));
-    for n in &ns {
-        backup_night(&store, n, &[]);
-    }
+    let (ns, store) = three_nights_backed_up(t.path());
     ok(&store, &["forget", "--keep-last", "2"]);
     // Some kept delta leans on a base that no kept file uses any more: only the delta keeps it.
     let kept = referenced(&store);
