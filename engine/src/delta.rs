@@ -186,7 +186,7 @@ impl Resemblance {
         // Oldest first: later chunks win ties, and the newest night is the likeliest base.
         names.sort();
         let mut r = Resemblance::default();
-        let mut depths = Depths { packs: PackReader::new(store), index, known: Default::default() };
+        let mut depths = Depths { packs: PackReader::new(store), index, known: Default::default(), buf: Vec::new() };
         for p in names {
             let Ok(bytes) = fsutil::read_limited(&p, MAX_FEATURES_FILE) else { continue };
             let Ok(entries) = delta::decode_features(&bytes) else { continue };
@@ -203,9 +203,10 @@ impl Resemblance {
         Ok(r)
     }
 
-    /// Adds chunks this run stored (whole, or as deltas that can be bases) once they are durable, so later chunks of the same
-    /// run can be deltas against them (a dump's chunks resemble each other, not only
-    /// yesterday's). The new entries are sorted and merged in: linear in the table.
+    /// Adds chunks this run stored (whole, or as deltas that can be bases) once they are
+    /// durable, so later chunks of the same run can be deltas against them (a dump's chunks
+    /// resemble each other, not only yesterday's). The new entries are sorted and merged in:
+    /// linear in the table.
     pub fn extend(&mut self, chunks: impl IntoIterator<Item = (Id, Features, u8)>) {
         let mut fresh =
             Resemblance { chunks: std::mem::take(&mut self.chunks), depth: std::mem::take(&mut self.depth), ..Default::default() };
@@ -315,11 +316,22 @@ impl Resemblance {
     }
 }
 
+/// The bases a delta blob names, from a read of its header only (`buf` is the read buffer).
+///
+/// # Errors
+/// As [`PackReader::read_blob`]; [`ErrorKind::Corrupt`] for a header that does not decode.
+pub fn delta_bases(packs: &PackReader, id: &Id, loc: &Location, buf: &mut Vec<u8>) -> Result<Vec<Id>> {
+    let head = Location { len: loc.len.min(delta::header_len(delta::MAX_BASES as u8) as u32), ..*loc };
+    let blob = packs.read_blob(id, &head, buf)?;
+    delta::decode_blob(blob).map(|(b, _)| b).map_err(|e| Error::corrupt(format!("chunk {}", id.short()), e))
+}
+
 /// Depths of stored chunks, read from delta headers (each chunk's once).
 struct Depths<'a> {
     packs: PackReader,
     index: &'a Index,
     known: std::collections::HashMap<Id, Option<u8>>,
+    buf: Vec<u8>,
 }
 
 impl Depths<'_> {
@@ -340,12 +352,9 @@ impl Depths<'_> {
         if above >= MAX_DEPTH {
             return None;
         }
-        let mut buf = Vec::new();
-        let head = Location { len: loc.len.min(delta::header_len(delta::MAX_BASES as u8) as u32), ..loc };
-        let bases = self.packs.read_blob(id, &head, &mut buf).ok().and_then(|b| delta::decode_blob(b).ok()).map(|(b, _)| b);
-        let d = match bases {
-            Some(bases) => bases.iter().try_fold(0u8, |m, b| self.walk(b, above + 1).map(|d| m.max(d + 1))),
-            None => None,
+        let d = match delta_bases(&self.packs, id, &loc, &mut self.buf) {
+            Ok(bases) => bases.iter().try_fold(0u8, |m, b| self.walk(b, above + 1).map(|d| m.max(d + 1))),
+            Err(_) => None,
         };
         let d = d.filter(|&d| d <= MAX_DEPTH);
         self.known.insert(*id, d);
@@ -357,7 +366,7 @@ impl Depths<'_> {
 /// not be followed to a chunk stored whole (unreadable headers, missing bases, or over
 /// [`MAX_DEPTH`]): `verify` says which files that touches.
 pub fn longest_chain(store: &Store, index: &Index) -> (u8, u64) {
-    let mut depths = Depths { packs: PackReader::new(store), index, known: Default::default() };
+    let mut depths = Depths { packs: PackReader::new(store), index, known: Default::default(), buf: Vec::new() };
     let (mut longest, mut broken) = (0u8, 0u64);
     for (id, _) in index.by_pack().into_values().flatten().filter(|(_, l)| l.encoding == Encoding::ZstdDelta) {
         match depths.of(&id) {

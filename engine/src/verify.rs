@@ -288,10 +288,7 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
         let mut next = 0;
         while let Some(&(id, l)) = queue.get(next) {
             next += 1;
-            let part = Location { len: l.len.min(rpger_formats::delta::header_len(rpger_formats::delta::MAX_BASES as u8) as u32), ..l };
-            match reader.read_blob_into(&id, &part, &mut head).and_then(|_| {
-                rpger_formats::delta::decode_blob(&head).map(|(b, _)| b).map_err(|e| Error::corrupt(format!("chunk {}", id.short()), e))
-            }) {
+            match crate::delta::delta_bases(&reader, &id, &l, &mut head) {
                 Err(e) => {
                     bad.insert(id, e.to_string());
                 }
