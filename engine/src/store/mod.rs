@@ -58,6 +58,15 @@ impl Default for InitOptions {
     }
 }
 
+/// Where a snapshot name sorts: by its second, then by the `_N` suffix of runs in that second
+/// taken as a number (`_10` after `_9`).
+fn snapshot_order(name: &str) -> (&str, u64) {
+    match name.rsplit_once('_') {
+        Some((base, n)) if !n.is_empty() && n.len() < 10 && n.bytes().all(|c| c.is_ascii_digit()) => (base, n.parse().unwrap_or(0)),
+        _ => (name, 0),
+    }
+}
+
 /// An opened store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -226,7 +235,7 @@ impl Store {
                 }
             }
         }
-        names.sort();
+        names.sort_by(|a, b| snapshot_order(a).cmp(&snapshot_order(b)));
         Ok(names)
     }
 
@@ -263,7 +272,10 @@ impl Store {
     /// I/O errors with the path.
     pub fn commit_snapshot(&self, mut snap: Snapshot) -> Result<Snapshot> {
         let base = snap.name.clone();
-        for n in 0..10_000u32 {
+        // After every snapshot of that second, so `latest` is the newest even when an earlier
+        // one of them was forgotten and its name is free again.
+        let after = self.list_snapshots()?.iter().map(|n| snapshot_order(n)).filter(|(b, _)| *b == base).map(|(_, n)| n + 1).max();
+        for n in after.unwrap_or(0)..after.unwrap_or(0) + 10_000 {
             if n > 0 {
                 snap.name = format!("{base}_{n}");
             }
@@ -315,4 +327,41 @@ fn random_id() -> Result<Id> {
 /// Now, Unix nanoseconds.
 pub(crate) fn now_ns() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(name: &str) -> Snapshot {
+        Snapshot {
+            name: name.into(),
+            time_unix_ns: 0,
+            hostname: "h".into(),
+            tool_version: "t".into(),
+            sources: vec![],
+            new_stored_bytes: 0,
+            new_raw_bytes: 0,
+            labels: vec![],
+        }
+    }
+
+    #[test]
+    fn runs_in_one_second_sort_in_order_and_latest_is_the_newest() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::init(&t.path().join("s"), InitOptions::default()).unwrap();
+        let base = "2026-12-01_05-41-09";
+        let names: Vec<String> = (0..12).map(|_| s.commit_snapshot(snap(base)).unwrap().name).collect();
+        assert_eq!(names[0], base);
+        assert_eq!(names[11], format!("{base}_11"));
+        s.commit_snapshot(snap("2026-12-01_05-41-08")).unwrap();
+        let mut listed = s.list_snapshots().unwrap();
+        assert_eq!(listed.remove(0), "2026-12-01_05-41-08");
+        assert_eq!(listed, names, "_10 sorts after _9");
+        // The first of the second forgotten: the next run must not take its free name.
+        fs::remove_file(s.snapshot_path(base)).unwrap();
+        let next = s.commit_snapshot(snap(base)).unwrap().name;
+        assert_eq!(next, format!("{base}_12"));
+        assert_eq!(s.read_snapshot("latest").unwrap().name, next);
+    }
 }
