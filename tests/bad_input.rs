@@ -117,3 +117,29 @@ fn other_bad_requests() {
     assert!(r.stderr.contains("no snapshots yet"), "{}", r.stderr);
     assert_eq!(count_files(&store.join("snapshots")), 0);
 }
+
+#[test]
+fn a_reader_that_closes_stdout_early_is_not_an_error() {
+    // `rpger-store snapshots | head -1`: the reader leaves before the listing is printed.
+    let t = tempfile::tempdir().unwrap();
+    let store = init_store(&t.path().join("s"));
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    ok(&store, &["backup", "--source", &format!("db={}", src.display())]);
+    for args in [&["snapshots"][..], &["stats"][..], &["--json", "stats"][..]] {
+        let mut child = bin()
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     if argv.len() == 3 && argv[1] == rpger_engine::sources::docker::WATCHDOG_ARG {
         return ExitCode::from(rpger_engine::sources::docker::run_watchdog(&argv[2]) as u8);
     }
+    quiet_on_closed_stdout();
     let cli = args::Cli::parse();
     if let Some(n) = cli.threads {
         if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
@@ -33,6 +34,22 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// `rpger-store snapshots | head` closes stdout early, and `println!` then panics. That is the
+/// reader's choice, not a failure: exit 0 quietly, as for a broken pipe returned as an error.
+/// (SIGPIPE is not set back to its default instead: it would kill a restore writing into a
+/// database client that died, with no error message.) Output is printed once the work is
+/// done, so nothing is cut short by this.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload().downcast_ref::<String>().map(String::as_str).or_else(|| info.payload().downcast_ref::<&str>().copied());
+        if msg.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
