@@ -352,3 +352,153 @@ fn a_delta_chain_that_loops_or_runs_too_deep_is_refused_not_followed() {
     let (longest, broken) = chains(&store);
     assert_eq!((longest, broken), (MAX_DEPTH as u64, 3), "the chain's first MAX_DEPTH links are fine");
 }
+
+/// Documents drawn from one vocabulary, like a dump's collections: any 16 KiB chunk holds only
+/// part of it, so a dictionary trained on the source shrinks every chunk.
+fn documents(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let vocab: Vec<String> = (0..3000u64).map(|i| format!("{:x}-{}", i.wrapping_mul(0x9e37_79b9_7f4a) % 1_000_003, i % 89)).collect();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let words: Vec<&str> = (0..8).map(|_| vocab[(next() % 3000) as usize].as_str()).collect();
+        out.extend_from_slice(format!("{{\"_id\":{i},\"name\":\"{}\",\"hp\":{}}}\n", words.join(" "), next() % 300).as_bytes());
+    }
+    out
+}
+
+/// A source of documents (`db`, two files) and one of noise (`blob`) under `dir`, night `n`:
+/// each night rewrites one document file and adds to the other.
+fn dictionary_night(dir: &Path, n: u64) -> PathBuf {
+    let night = dir.join(format!("night-{n}"));
+    fs::create_dir_all(night.join("db")).unwrap();
+    fs::create_dir_all(night.join("blob")).unwrap();
+    fs::write(night.join("db/characters.json"), documents(n, 40_000)).unwrap();
+    let mut log = documents(1000, 30_000);
+    for k in 2..=n {
+        log.extend(documents(1000 + k, 2_000));
+    }
+    fs::write(night.join("db/messages.json"), log).unwrap();
+    fs::write(night.join("blob/vectors.bin"), noise(n, 3 << 20)).unwrap();
+    night
+}
+
+fn backup_dictionary_night(store: &Path, night: &Path) {
+    let db = format!("db={}", night.join("db").display());
+    let blob = format!("blob={}", night.join("blob").display());
+    ok(store, &["backup", "--source", db.as_str(), "--source", blob.as_str()]);
+}
+
+/// What `dicts/<source>` holds, trimmed.
+fn registry(store: &Path, source: &str) -> String {
+    fs::read_to_string(store.join("dicts").join(source)).unwrap().trim().to_string()
+}
+
+/// The chunks stored as deltas against `dict` and nothing else.
+fn compressed_with(store: &Path, dict: &Id) -> Vec<Id> {
+    deltas(store).into_iter().filter(|(_, b)| b.as_slice() == [*dict]).map(|(d, _)| d).collect()
+}
+
+#[test]
+fn a_source_gets_one_dictionary_its_chunks_compress_with_and_restore_from() {
+    let t = tempfile::tempdir().unwrap();
+    let store = init_store(&t.path().join("s"));
+    let n1 = dictionary_night(t.path(), 1);
+    backup_dictionary_night(&store, &n1);
+    // The documents get a dictionary, stored whole and named by its hash; the noise gets none,
+    // and says so, so later backups do not train again.
+    let dict: Id = registry(&store, "db").parse().expect("db has a dictionary");
+    assert_eq!(registry(&store, "blob"), "none");
+    assert_eq!(ok(&store, &["--json", "stats"]).json()["dictionary_sources"], serde_json::json!(["db"]));
+    let s = Store::open(&store).unwrap();
+    let loc = Index::load(&s).unwrap().get(&dict).expect("the dictionary is indexed");
+    assert_ne!(loc.encoding, Encoding::ZstdDelta);
+    assert!(loc.raw_len as usize <= rpger_engine::dictionary::DICT_SIZE);
+    let with = compressed_with(&store, &dict);
+    let db_chunks: HashSet<Id> = {
+        let snap = s.read_snapshot("latest").unwrap();
+        let src = snap.sources.iter().find(|x| x.name == "db").unwrap();
+        let m = s.read_manifest(&src.manifest).unwrap();
+        m.entries.into_iter().flat_map(|e| if let EntryKind::File { chunks, .. } = e.kind { chunks } else { vec![] }).collect()
+    };
+    assert!(with.len() * 2 > db_chunks.len(), "most of db's chunks use the dictionary: {} of {}", with.len(), db_chunks.len());
+    assert!(with.iter().all(|c| db_chunks.contains(c)), "only db's chunks use db's dictionary");
+    // Smaller than the same night without dictionaries or deltas.
+    let plain = init_store(&t.path().join("plain"));
+    let db = format!("db={}", n1.join("db").display());
+    let blob = format!("blob={}", n1.join("blob").display());
+    ok(&plain, &["backup", "--no-delta", "--source", db.as_str(), "--source", blob.as_str()]);
+    let packs = |p: &Path| walk(&p.join("packs")).iter().map(|f| fs::metadata(f).unwrap().len()).sum::<u64>();
+    assert!(packs(&store) * 10 < packs(&plain) * 9, "{} vs {}", packs(&store), packs(&plain));
+    // Later nights reuse it: no new dictionary, and their new chunks compress with it.
+    let n2 = dictionary_night(t.path(), 2);
+    backup_dictionary_night(&store, &n2);
+    assert_eq!(registry(&store, "db"), dict.to_hex());
+    assert_eq!(registry(&store, "blob"), "none");
+    assert!(compressed_with(&store, &dict).len() > with.len());
+    // A registry file that does not read as an id costs a new dictionary, nothing else.
+    fs::write(store.join("dicts/db"), b"garbage\n").unwrap();
+    let n3 = dictionary_night(t.path(), 3);
+    backup_dictionary_night(&store, &n3);
+    let again: Id = registry(&store, "db").parse().expect("a new dictionary is registered");
+    assert!(Index::load(&Store::open(&store).unwrap()).unwrap().get(&again).is_some());
+    let v = ok(&store, &["--json", "verify", "--deep", "--all", "--log-dir", t.path().join("logs").to_str().unwrap()]).json();
+    assert_eq!(v["ok"], true, "{v}");
+    for (i, night) in [&n1, &n2, &n3].iter().enumerate() {
+        let target = t.path().join(format!("r{i}"));
+        ok(&store, &["restore", snapshot_names(&store)[i].as_str(), target.to_str().unwrap()]);
+        assert_same_tree(&night.join("db"), &target.join("db"));
+        assert_same_tree(&night.join("blob"), &target.join("blob"));
+    }
+}
+
+#[test]
+fn a_damaged_dictionary_names_every_file_compressed_with_it_and_spares_the_rest() {
+    let t = tempfile::tempdir().unwrap();
+    let store = init_store(&t.path().join("s"));
+    let ns: Vec<PathBuf> = (1..=2).map(|n| dictionary_night(t.path(), n)).collect();
+    for n in &ns {
+        backup_dictionary_night(&store, n);
+    }
+    let dict: Id = registry(&store, "db").parse().unwrap();
+    let expected = users_of(&store, &with_dependents(&store, &[dict]));
+    assert_eq!(expected.len(), 4, "both db files of both nights use the dictionary: {expected:?}");
+    let (v, named) = flip_and_verify(&store, &dict, &t.path().join("logs"));
+    assert_eq!(named, expected, "verify must name every file built on the dictionary");
+    assert!(v.to_string().contains(&dict.short()), "the dictionary is named: {v}");
+    // The other source restores exactly; the damaged one fails loudly rather than wrongly.
+    let target = t.path().join("r");
+    let r = run(&store, &["restore", "latest", target.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_same_tree(&ns[1].join("blob"), &target.join("blob"));
+}
+
+#[test]
+fn prune_keeps_a_dictionary_while_its_source_has_snapshots() {
+    let t = tempfile::tempdir().unwrap();
+    let store = init_store(&t.path().join("s"));
+    let ns: Vec<PathBuf> = (1..=3).map(|n| dictionary_night(t.path(), n)).collect();
+    for n in &ns[..2] {
+        backup_dictionary_night(&store, n);
+    }
+    let dict: Id = registry(&store, "db").parse().unwrap();
+    ok(&store, &["forget", "--keep-last", "1"]);
+    ok(&store, &["prune", "--max-repack-ratio", "0"]);
+    let index = Index::load(&Store::open(&store).unwrap()).unwrap();
+    assert!(index.get(&dict).is_some(), "no file uses the dictionary, yet the next backup of db needs it");
+    assert!(!compressed_with(&store, &dict).is_empty());
+    backup_dictionary_night(&store, &ns[2]);
+    assert_eq!(registry(&store, "db"), dict.to_hex(), "the kept dictionary is used, not retrained");
+    let v = ok(&store, &["--json", "verify", "--deep", "--all", "--log-dir", t.path().join("logs").to_str().unwrap()]).json();
+    assert_eq!(v["ok"], true, "{v}");
+    for (i, night) in ns[1..].iter().enumerate() {
+        let target = t.path().join(format!("r{i}"));
+        ok(&store, &["restore", snapshot_names(&store)[i].as_str(), target.to_str().unwrap()]);
+        assert_same_tree(&night.join("db"), &target.join("db"));
+    }
+}
