@@ -193,22 +193,12 @@ pub fn backup(store: &Store, opts: BackupOptions, progress: &dyn Progress) -> Re
     specs.sort_by(|a, b| a.name.cmp(&b.name));
     let allow_partial = opts.allow_partial;
     let popts = pipeline::PipelineOptions { delta: opts.delta };
-    let opts_delta = opts.delta;
-    // Sources with a dictionary in the store, or known to need none: the others hand over
-    // samples to train one on.
-    let settled = |name: &str| match crate::dictionary::registered_for(store, name) {
-        Some(crate::dictionary::Registered::Dictionary(id)) => index.contains(&id),
-        Some(crate::dictionary::Registered::None) => true,
-        None => false,
-    };
-    let settled: HashSet<String> = specs.iter().map(|s| s.name.clone()).filter(|n| settled(n)).collect();
     let ((sources, skipped, bytes_read, source_labels, failed), stats) = pipeline::run(store, index, popts, |feeder| {
         let mut skipped = vec![];
         let mut walked = vec![];
         let mut failed: Vec<(String, String)> = vec![];
         for spec in specs {
             let name = spec.name.clone();
-            feeder.start_source(&name, opts_delta && !settled.contains(&name))?;
             let w = backup_source(feeder, spec.input, &mut skipped, progress).map_err(|e| {
                 // Bad source data (a cut or corrupt dump) is a failed source, not a damaged store.
                 let e = if e.kind() == ErrorKind::Corrupt { e.with_kind(ErrorKind::InvalidInput) } else { e };
@@ -388,10 +378,6 @@ fn backup_path(
         items.push((root_name, root.to_path_buf(), root_md));
     }
     items.sort_by(|a, b| a.0.cmp(&b.0));
-    if pipe.wants_samples() {
-        let files: Vec<(PathBuf, u64)> = items.iter().filter(|i| i.2.is_file()).map(|i| (i.1.clone(), i.2.len())).collect();
-        pipe.source_samples(crate::dictionary::sample_files(&files))?;
-    }
     let total: u64 = items.iter().filter(|i| i.2.is_file()).map(|i| i.2.len()).sum();
     progress.start("backup", Some(total));
     let mut entries = Vec::with_capacity(items.len());

@@ -512,12 +512,9 @@ pub fn decompress_append(frame: &[u8], prefix: &[u8], raw_len: usize, out: &mut 
 /// Decoded bases one worker keeps, so deltas that share a base (the same region changed on
 /// several nights) decompress it once. Entries come from unchecked reads: they only feed
 /// rebuilds whose result is itself checked against its id.
-/// Eviction is second-chance (clock): a base used since the hand last passed stays, so a base
-/// most chunks share (a source's dictionary) is not pushed out by the chains read around it.
 #[derive(Default)]
 pub struct BaseCache {
     entries: Vec<(Option<Id>, Vec<u8>)>,
-    used: Vec<bool>,
     next: usize,
     prefix: Vec<u8>,
     stored: Vec<u8>,
@@ -527,10 +524,8 @@ impl BaseCache {
     /// Bases kept (16 KiB each at the default chunk size).
     const CAP: usize = 32;
 
-    fn find(&mut self, id: &Id) -> Option<usize> {
-        let i = self.entries.iter().position(|(e, _)| e.as_ref() == Some(id))?;
-        self.used[i] = true;
-        Some(i)
+    fn find(&self, id: &Id) -> Option<usize> {
+        self.entries.iter().position(|(e, _)| e.as_ref() == Some(id))
     }
 
     /// Keeps `bytes` as chunk `id`'s, for deltas built on it that come next: verify checks a
@@ -547,16 +542,11 @@ impl BaseCache {
         e.0 = Some(id);
     }
 
-    /// The slot the next base goes to (the oldest not used lately), marked empty until filled.
+    /// The slot the next base goes to (oldest first), marked empty until it is filled.
     fn take_slot(&mut self) -> usize {
         if self.entries.len() < Self::CAP {
             self.entries.push((None, Vec::new()));
-            self.used.push(false);
             return self.entries.len() - 1;
-        }
-        // Ends within two turns: each used entry passed is cleared.
-        while std::mem::take(&mut self.used[self.next]) {
-            self.next = (self.next + 1) % Self::CAP;
         }
         let i = self.next;
         self.next = (self.next + 1) % Self::CAP;

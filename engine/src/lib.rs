@@ -22,7 +22,6 @@ pub mod chunking;
 pub mod compress;
 pub mod delta;
 pub mod demo;
-pub mod dictionary;
 pub mod error;
 mod fsutil;
 pub mod legacy;

@@ -11,8 +11,7 @@
 
 use crate::chunking::{cut_points, ChunkParams};
 use crate::compress;
-use crate::delta::{self, BaseCache, ChunkReader, Resemblance};
-use crate::dictionary::{self, Dictionary, Registered, Trained};
+use crate::delta::{self, ChunkReader, Resemblance};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::progress::Progress;
 use crate::store::index::Index;
@@ -91,12 +90,6 @@ impl Pending {
 
 enum ToProcessor {
     Batch(Vec<Pending>),
-    /// The chunks that follow are source `name`'s: compress its whole chunks with its
-    /// dictionary, trained on `samples` if it has none yet (on the next batch if they are empty).
-    Source {
-        name: String,
-        samples: Vec<Vec<u8>>,
-    },
     /// Make everything sent so far durable and indexed; reply with each slot's chunk ids.
     Flush,
 }
@@ -138,8 +131,6 @@ pub(crate) fn run<T>(
             next_slot: 0,
             bytes_read: 0,
             delta_saved: vec![],
-            source: None,
-            wants_samples: false,
         };
         let out = f(&mut feeder);
         drop(feeder);
@@ -162,9 +153,6 @@ pub(crate) struct Feeder {
     /// After [`Feeder::flush`]: per slot, bytes delta encoding saved (estimated against plain
     /// compression of the same chunk).
     pub delta_saved: Vec<u64>,
-    /// A source begun whose name the processor has not been told yet.
-    source: Option<String>,
-    wants_samples: bool,
 }
 
 /// What a flush returns: per slot, its chunk ids and the bytes delta encoding saved.
@@ -178,29 +166,6 @@ fn stopped() -> Error {
 }
 
 impl Feeder {
-    /// Starts source `name`: its chunks follow. The processor learns of it with its first bytes
-    /// or with [`Feeder::source_samples`], whichever comes first.
-    /// `wants_samples`: the source has no dictionary yet ([`Feeder::wants_samples`]).
-    pub fn start_source(&mut self, name: &str, wants_samples: bool) -> Result<()> {
-        self.send_batch()?;
-        self.source = Some(name.to_string());
-        self.wants_samples = wants_samples;
-        Ok(())
-    }
-
-    /// Whether the started source should hand over samples of its data.
-    pub fn wants_samples(&self) -> bool {
-        self.source.is_some() && self.wants_samples
-    }
-
-    /// Hands the processor samples of the started source, for its dictionary if it has none.
-    pub fn source_samples(&mut self, samples: Vec<Vec<u8>>) -> Result<()> {
-        match self.source.take() {
-            Some(name) => self.tx.send(ToProcessor::Source { name, samples }).map_err(|_| stopped()),
-            None => Ok(()),
-        }
-    }
-
     /// A new slot: the chunk ids of one file, returned by [`Feeder::flush`].
     pub fn new_slot(&mut self) -> usize {
         self.next_slot += 1;
@@ -232,8 +197,6 @@ impl Feeder {
     /// Chunks the consumed part of `buf` into `slot`; returns how many bytes were consumed
     /// (all of them when `eof`).
     fn push(&mut self, buf: Arc<Buf>, slot: usize, eof: bool, hasher: &mut blake3::Hasher, progress: &dyn Progress) -> Result<usize> {
-        // A source without samples trains its dictionary on its first batch.
-        self.source_samples(vec![])?;
         let data = buf.bytes();
         let cuts = cut_points(data, self.params, eof);
         let consumed = cuts.last().map(|&(s, l)| s + l).unwrap_or(0);
@@ -393,7 +356,6 @@ struct Encoded {
 
 /// Encodes one new chunk: as a delta when a similar stored chunk makes it clearly smaller than
 /// plain compression would, else plain (zstd, or raw when that does not shrink it).
-#[allow(clippy::too_many_arguments)]
 fn encode(
     id: Id,
     data: &[u8],
@@ -401,8 +363,7 @@ fn encode(
     delta_on: bool,
     resemblance: &Resemblance,
     chunks: &ChunkReader,
-    dict: Option<&Dictionary>,
-    buf: &mut (Vec<u8>, Vec<u8>, BaseCache),
+    buf: &mut (Vec<u8>, Vec<u8>),
 ) -> Encoded {
     let features = delta_on.then(|| delta::features(data));
     let mut candidates = match &features {
@@ -419,11 +380,8 @@ fn encode(
     let (mut prefix, mut bases, mut estimate, mut depth) = (Vec::new(), Vec::new(), 0u64, 0u8);
     for &(base, d) in candidates.iter().rev() {
         let Some(loc) = chunks.index.get(&base) else { continue };
-        // A damaged or vanished base only costs the delta: it is skipped. Checked against its id;
-        // the worker's cache keeps what rebuilding it took (the dictionary, a chain's links).
-        buf.1.clear();
-        let read = chunks.packs.read_blob_into(&base, &loc, &mut buf.0);
-        if read.and_then(|_| chunks.decode_cached(&base, &loc, &buf.0, &mut buf.1, &mut buf.2)).is_err() {
+        // A damaged or vanished base only costs the delta: it is skipped.
+        if chunks.read_into(&base, &loc, &mut buf.0, &mut buf.1, true).is_err() {
             continue;
         }
         prefix.extend_from_slice(&buf.1);
@@ -445,7 +403,9 @@ fn encode(
             let blob = rpger_formats::delta::encode_blob(&bases, &frame);
             let plain = if (blob.len() as u64) * 3 < estimate { None } else { Some(compress::compress(data, level)) };
             return match plain {
-                Some(plain) if refresh_base(blob.len(), plain.1.len()) => encode_whole(id, data, level, dict, Some(plain), features),
+                Some((enc, stored)) if refresh_base(blob.len(), stored.len()) => {
+                    Encoded { blob: (id, enc, stored, data.len() as u32), features, depth: 0, saved: 0 }
+                }
                 Some((_, stored)) => {
                     let saved = (stored.len() - blob.len()) as u64;
                     Encoded { blob: (id, Encoding::ZstdDelta, blob, data.len() as u32), features: features_if_base(features), depth, saved }
@@ -457,31 +417,8 @@ fn encode(
             };
         }
     }
-    encode_whole(id, data, level, dict, None, features)
-}
-
-/// Encodes a chunk with no delta base: against the source's dictionary when there is one, else
-/// plain; raw when neither shrinks it. `plain` is the plain encoding when the caller has it.
-fn encode_whole(
-    id: Id,
-    data: &[u8],
-    level: i32,
-    dict: Option<&Dictionary>,
-    plain: Option<(Encoding, Vec<u8>)>,
-    features: Option<Features>,
-) -> Encoded {
-    let whole = |(enc, stored): (Encoding, Vec<u8>)| Encoded { blob: (id, enc, stored, data.len() as u32), features, depth: 0, saved: 0 };
-    let Some(frame) = dict.and_then(|d| d.compress(data)) else {
-        return whole(plain.unwrap_or_else(|| compress::compress(data, level)));
-    };
-    let blob = rpger_formats::delta::encode_blob(&[dict.expect("compressed with it").id], &frame);
-    // The dictionary only adds matches to what plain compression finds, so plain compression
-    // is not tried as well (it took a second pass over every incompressible chunk).
-    let best_plain = plain.as_ref().map_or(data.len(), |p| p.1.len());
-    if blob.len() < best_plain {
-        return Encoded { blob: (id, Encoding::ZstdDelta, blob, data.len() as u32), features, depth: 1, saved: 0 };
-    }
-    whole(plain.unwrap_or_else(|| (Encoding::Raw, data.to_vec())))
+    let (enc, stored) = compress::compress(data, level);
+    Encoded { blob: (id, enc, stored, data.len() as u32), features, depth: 0, saved: 0 }
 }
 
 /// Stage 2: hash, dedup, compress.
@@ -507,11 +444,6 @@ fn process(
     let mut new_features: Vec<(Id, Features)> = vec![];
     // Features (and depth) of this run's future bases not durable yet: bases once they are.
     let mut waiting: HashMap<Id, (Features, u8)> = HashMap::new();
-    // The current source's dictionary; the source to train one for on the next batch; the
-    // dictionaries this run trained, registered at the flush once indexed.
-    let mut dict: Option<Dictionary> = None;
-    let mut train_on_batch: Option<String> = None;
-    let mut trained: Vec<(String, Registered)> = vec![];
     // Moves durable packs into the index (and their future bases into the resemblance table);
     // writes a segment when enough have gathered.
     let absorb = |index: &mut Index,
@@ -542,61 +474,11 @@ fn process(
         Ok(())
     };
     let mut failed: Option<Error> = None;
-    // Makes `bytes` the current dictionary, stored (whole) ahead of every chunk compressed with it.
-    let adopt = |name: String, t: Trained, index: &Index, in_flight: &mut HashSet<Id>, trained: &mut Vec<(String, Registered)>| {
-        let bytes = match t {
-            Trained::Dictionary(bytes) => bytes,
-            Trained::DoesNotPay => {
-                trained.push((name, Registered::None));
-                return None;
-            }
-            Trained::TooLittle => return None,
-        };
-        let d = Dictionary::new(bytes, level);
-        if !index.contains(&d.id) && in_flight.insert(d.id) {
-            let (enc, stored) = compress::compress(&d.bytes, level);
-            if wtx.send(ToWriter::Blobs(vec![(d.id, enc, stored, d.bytes.len() as u32)])).is_err() {
-                return None;
-            }
-        }
-        trained.push((name, Registered::Dictionary(d.id)));
-        Some(d)
-    };
     for msg in rx {
         match msg {
-            ToProcessor::Source { name, samples } => {
-                dict = None;
-                train_on_batch = None;
-                if !opts.delta {
-                    continue;
-                }
-                // A registered dictionary that cannot be read is replaced: it only ever costs space.
-                match dictionary::registered_for(store, &name) {
-                    Some(Registered::None) => continue,
-                    Some(Registered::Dictionary(id)) if index.contains(&id) => {
-                        if let Ok(d) = dictionary::load(store, &index, &id, level) {
-                            dict = Some(d);
-                            continue;
-                        }
-                    }
-                    _ => {}
-                }
-                if samples.is_empty() {
-                    train_on_batch = Some(name);
-                } else {
-                    let t = dictionary::train(&samples.iter().map(Vec::as_slice).collect::<Vec<_>>(), level);
-                    dict = adopt(name, t, &index, &mut in_flight, &mut trained);
-                }
-            }
             ToProcessor::Batch(batch) => {
                 if failed.is_none() {
                     failed = absorb(&mut index, &mut in_flight, &mut resemblance, &mut waiting, &mut stats, INDEX_FLUSH_ENTRIES).err();
-                }
-                if let Some(name) = train_on_batch.take() {
-                    // A stream's first batch (8 MiB), sampled evenly.
-                    let step = (batch.len() / dictionary::SAMPLES).max(1);
-                    let samples: Vec<&[u8]> = batch.iter().step_by(step).map(|p| p.bytes()).collect();
-                    dict = adopt(name, dictionary::train(&samples, level), &index, &mut in_flight, &mut trained);
                 }
                 let ids: Vec<Id> = batch.par_iter().map(|p| Id::of(p.bytes())).collect();
                 let fresh: Vec<usize> = (0..ids.len()).filter(|&i| !index.contains(&ids[i]) && in_flight.insert(ids[i])).collect();
@@ -604,8 +486,8 @@ fn process(
                 let encoded: Vec<Encoded> = fresh
                     .par_iter()
                     .map_init(
-                        || (Vec::new(), Vec::new(), BaseCache::default()),
-                        |buf, &i| encode(ids[i], batch[i].bytes(), level, opts.delta, &resemblance, &chunks, dict.as_ref(), buf),
+                        || (Vec::new(), Vec::new()),
+                        |buf, &i| encode(ids[i], batch[i].bytes(), level, opts.delta, &resemblance, &chunks, buf),
                     )
                     .collect();
                 let mut blobs = Vec::with_capacity(encoded.len());
@@ -654,9 +536,6 @@ fn process(
                     if opts.delta {
                         let name = format!("{:020}-{}", crate::store::now_ns(), std::process::id());
                         delta::write_features(store, &name, &std::mem::take(&mut new_features))?;
-                    }
-                    for (source, what) in trained.drain(..) {
-                        dictionary::register(store, &source, what)?;
                     }
                     Ok(Flushed { slots: std::mem::take(&mut slots), delta_saved: std::mem::take(&mut delta_saved) })
                 })();

@@ -39,9 +39,6 @@ pub struct StoreStats {
     pub longest_delta_chain: u8,
     /// Deltas whose chain cannot be followed to a chunk stored whole (damage: `verify` names it).
     pub broken_delta_chains: u64,
-    /// Sources with a compression dictionary in the store, sorted (their chunks stored whole
-    /// compress against it, and count as deltas above).
-    pub dictionary_sources: Vec<String>,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -80,11 +77,7 @@ pub fn stats(store: &Store) -> Result<StoreStats> {
             }
         }
     }
-    let mut dictionary_sources: Vec<String> =
-        crate::dictionary::registered(store)?.into_iter().filter(|(_, id)| index.contains(id)).map(|(n, _)| n).collect();
-    dictionary_sources.sort();
     Ok(StoreStats {
-        dictionary_sources,
         delta_chunks,
         delta_raw_bytes,
         delta_stored_bytes,

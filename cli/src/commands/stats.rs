@@ -17,7 +17,6 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             "dedup_ratio": s.dedup_ratio, "compression_ratio": s.compression_ratio, "total_ratio": s.total_ratio,
             "delta_chunks": s.delta_chunks, "delta_raw_bytes": s.delta_raw_bytes, "delta_stored_bytes": s.delta_stored_bytes,
             "longest_delta_chain": s.longest_delta_chain, "broken_delta_chains": s.broken_delta_chains,
-            "dictionary_sources": s.dictionary_sources,
             "delta_saved_bytes": s.delta_saved_by_source.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         }));
     } else {
@@ -36,9 +35,6 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             output::bytes(s.delta_stored_bytes)
         );
         println!("longest delta chain {} delta(s) above a chunk stored whole", s.longest_delta_chain);
-        if !s.dictionary_sources.is_empty() {
-            println!("dictionaries       {} (chunks stored whole compress against them)", s.dictionary_sources.join(", "));
-        }
         if s.broken_delta_chains > 0 {
             println!("broken delta chains {} (run `rpger-store verify` to see which files they touch)", s.broken_delta_chains);
         }

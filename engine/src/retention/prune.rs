@@ -120,11 +120,9 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
 
     // 1. mark
     let mut live: HashSet<Id> = HashSet::new();
-    let mut sources: HashSet<String> = HashSet::new();
     for name in store.list_snapshots()? {
         let snap = store.read_snapshot(&name).map_err(refuse)?;
         for src in &snap.sources {
-            sources.insert(src.name.clone());
             let m = store.read_manifest(&src.manifest).map_err(refuse)?;
             for e in m.entries {
                 if let EntryKind::File { chunks, .. } = e.kind {
@@ -138,13 +136,6 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport> {
 
     // 2. where each live chunk is: the index, else a pack no index names (a lost segment).
     let index = Index::load(store).map_err(refuse)?;
-    // The dictionaries of sources some snapshot still has: no file uses them, the next backup
-    // of the source compresses with them. (One not indexed is replaced by that backup.)
-    for (source, id) in crate::dictionary::registered(store).map_err(refuse)? {
-        if sources.contains(&source) && index.contains(&id) {
-            live.insert(id);
-        }
-    }
     let by_pack = index.by_pack();
     let on_disk = pack_files(store)?;
     let mut chosen: HashMap<Id, Location> = HashMap::with_capacity(live.len());

@@ -74,7 +74,7 @@ pub struct Store {
     config: StoreConfig,
 }
 
-const DIRS: [&str; 8] = ["packs", "index", "manifests", "snapshots", "features", "dicts", "locks", "tmp"];
+const DIRS: [&str; 7] = ["packs", "index", "manifests", "snapshots", "features", "locks", "tmp"];
 
 impl Store {
     /// Creates a new store in `root` (which may exist if empty).
