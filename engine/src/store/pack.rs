@@ -217,6 +217,27 @@ impl PackReader {
         Ok(())
     }
 
+    /// Reads up to `span` bytes of `pack` from `offset` on into `buf` (fewer only at the pack's
+    /// end), so that blobs stored next to each other are read with one system call.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Missing`] for a missing pack, [`ErrorKind::Io`] for a failed read.
+    pub fn read_span(&self, pack: &Id, offset: u64, span: usize, buf: &mut Vec<u8>) -> Result<()> {
+        let f = self.file(pack)?;
+        buf.resize(span, 0);
+        let mut got = 0;
+        while got < span {
+            match f.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("read", &self.store.pack_path(pack), e)),
+            }
+        }
+        buf.truncate(got);
+        Ok(())
+    }
+
     /// Reads the stored bytes of one blob into the front of `buf` and returns them. `buf` only
     /// ever grows: a hot loop that reuses it does not zero it again for every read (1 % of a
     /// restore).
