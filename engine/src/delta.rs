@@ -187,7 +187,7 @@ impl Resemblance {
         // Oldest first: later chunks win ties, and the newest night is the likeliest base.
         names.sort();
         let mut r = Resemblance::default();
-        let mut depths = Depths { packs: PackReader::new(store), index, known: Default::default(), span: (Id([0; 32]), 0, Vec::new()) };
+        let mut depths = Depths::new(store, index);
         for p in names {
             let Ok(bytes) = fsutil::read_limited(&p, MAX_FEATURES_FILE) else { continue };
             let Ok(entries) = delta::decode_features(&bytes) else { continue };
@@ -334,8 +334,17 @@ fn table_key(v: u32) -> u32 {
 /// # Errors
 /// As [`PackReader::read_blob`]; [`ErrorKind::Corrupt`] for a header that does not decode.
 pub fn delta_bases(packs: &PackReader, id: &Id, loc: &Location, buf: &mut Vec<u8>) -> Result<Vec<Id>> {
-    let head = Location { len: loc.len.min(delta::header_len(delta::MAX_BASES as u8) as u32), ..*loc };
-    let blob = packs.read_blob(id, &head, buf)?;
+    let head = Location { len: header_read_len(loc), ..*loc };
+    header_bases(id, packs.read_blob(id, &head, buf)?)
+}
+
+/// Bytes to read for a delta's header: the longest header, or the whole blob when shorter.
+fn header_read_len(loc: &Location) -> u32 {
+    loc.len.min(delta::header_len(delta::MAX_BASES as u8) as u32)
+}
+
+/// The bases named by the header at the start of `blob`.
+fn header_bases(id: &Id, blob: &[u8]) -> Result<Vec<Id>> {
     delta::decode_blob(blob).map(|(b, _)| b).map_err(|e| Error::corrupt(format!("chunk {}", id.short()), e))
 }
 
@@ -351,7 +360,11 @@ struct Depths<'a> {
     span: (Id, u64, Vec<u8>),
 }
 
-impl Depths<'_> {
+impl<'a> Depths<'a> {
+    fn new(store: &Store, index: &'a Index) -> Self {
+        Depths { packs: PackReader::new(store), index, known: Default::default(), span: (Id([0; 32]), 0, Vec::new()) }
+    }
+
     /// Deltas between `id` and a chunk stored whole; `None` for a chunk not indexed, unreadable,
     /// or in a chain over [`MAX_DEPTH`] (or a loop, which only a damaged store can hold).
     fn of(&mut self, id: &Id) -> Option<u8> {
@@ -381,7 +394,7 @@ impl Depths<'_> {
     /// The bases a delta names, from its header, read through the span.
     fn bases(&mut self, id: &Id, loc: &Location) -> Result<Vec<Id>> {
         const SPAN: usize = 64 << 10;
-        let head = loc.len.min(delta::header_len(delta::MAX_BASES as u8) as u32) as u64;
+        let head = header_read_len(loc) as u64;
         let (pack, start, bytes) = &mut self.span;
         let at = loc.offset as u64;
         if !(*pack == loc.pack && *start <= at && at + head <= *start + bytes.len() as u64) {
@@ -394,7 +407,7 @@ impl Depths<'_> {
         let blob = bytes.get(from..from + head as usize).ok_or_else(|| {
             Error::new(ErrorKind::Corrupt, format!("chunk {} in pack {}: the pack ends inside the blob", id.short(), loc.pack.short()))
         })?;
-        delta::decode_blob(blob).map(|(b, _)| b).map_err(|e| Error::corrupt(format!("chunk {}", id.short()), e))
+        header_bases(id, blob)
     }
 }
 
@@ -402,7 +415,7 @@ impl Depths<'_> {
 /// not be followed to a chunk stored whole (unreadable headers, missing bases, or over
 /// [`MAX_DEPTH`]): `verify` says which files that touches.
 pub fn longest_chain(store: &Store, index: &Index) -> (u8, u64) {
-    let mut depths = Depths { packs: PackReader::new(store), index, known: Default::default(), span: (Id([0; 32]), 0, Vec::new()) };
+    let mut depths = Depths::new(store, index);
     let (mut longest, mut broken) = (0u8, 0u64);
     for (id, _) in index.by_pack().into_values().flatten().filter(|(_, l)| l.encoding == Encoding::ZstdDelta) {
         match depths.of(&id) {
@@ -950,7 +963,7 @@ mod tests {
         let mut index = Index::default();
         index.add_pack(pack.id, &pack.entries);
         let depths = |index: &Index| {
-            let mut d = Depths { packs: PackReader::new(&store), index, known: Default::default(), span: (Id([0; 32]), 0, Vec::new()) };
+            let mut d = Depths::new(&store, index);
             [d.of(&ida), d.of(&idb), d.of(&idc), d.of(&Id([7; 32]))]
         };
         assert_eq!(depths(&index), [Some(0), Some(1), Some(2), None]);
