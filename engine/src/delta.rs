@@ -30,7 +30,7 @@ use crate::store::index::Index;
 use crate::store::pack::PackReader;
 use crate::store::Store;
 use rayon::prelude::*;
-use rpger_formats::delta::{self, Features, FEATURES, MAX_DEPTH};
+use rpger_formats::delta::{self, Features, IdHead, FEATURES, MAX_DEPTH};
 use rpger_formats::index::Location;
 use rpger_formats::pack::Encoding;
 use rpger_formats::Id;
@@ -191,8 +191,9 @@ impl Resemblance {
         for p in names {
             let Ok(bytes) = fsutil::read_limited(&p, MAX_FEATURES_FILE) else { continue };
             let Ok(entries) = delta::decode_features(&bytes) else { continue };
-            for (id, f) in entries {
+            for (head, f) in entries {
                 // Unknown, unreadable and too deep chunks cannot be bases.
+                let Some(id) = index.find_by_head(head) else { continue };
                 match depths.of(&id) {
                     Some(d) if d < MAX_DEPTH => r.add(id, &f, d),
                     _ => {}
@@ -434,6 +435,11 @@ pub fn write_features(store: &Store, name: &str, entries: &[(Id, Features)]) -> 
     if entries.is_empty() {
         return Ok(());
     }
+    let entries: Vec<_> = entries.iter().map(|(id, f)| (id.head(), *f)).collect();
+    write_heads(store, name, &entries)
+}
+
+fn write_heads(store: &Store, name: &str, entries: &[(IdHead, Features)]) -> Result<()> {
     let dir = store.root().join("features");
     fs::create_dir_all(&dir).at("create", &dir)?;
     fsutil::write_atomic(&store.root().join("tmp"), &dir.join(name), &delta::encode_features(entries))
@@ -452,18 +458,19 @@ pub fn compact_features(store: &Store, keep: &std::collections::HashSet<Id>, ext
         Err(e) => return Err(Error::io("list", &dir, e)),
     };
     old.sort();
+    let keep: std::collections::HashSet<IdHead> = keep.iter().map(Id::head).collect();
     let mut seen = std::collections::HashSet::new();
     let mut merged = vec![];
     // Newest first, so a chunk keeps its latest features.
     for p in old.iter().rev() {
         let Ok(bytes) = fsutil::read_limited(p, MAX_FEATURES_FILE) else { continue };
         let Ok(entries) = delta::decode_features(&bytes) else { continue };
-        merged.extend(entries.into_iter().filter(|(id, _)| keep.contains(id) && seen.insert(*id)));
+        merged.extend(entries.into_iter().filter(|(head, _)| keep.contains(head) && seen.insert(*head)));
     }
-    merged.extend(extra.into_iter().filter(|(id, _)| seen.insert(*id)));
+    merged.extend(extra.into_iter().map(|(id, f)| (id.head(), f)).filter(|(head, _)| seen.insert(*head)));
     merged.reverse();
     let name = format!("{:020}-merged", crate::store::now_ns());
-    write_features(store, &name, &merged)?;
+    write_heads(store, &name, &merged)?;
     for p in old.iter().filter(|p| p.file_name().is_some_and(|n| n != name.as_str())) {
         fs::remove_file(p).at("remove features file", p)?;
     }
@@ -939,6 +946,39 @@ mod tests {
         assert_eq!(r.best(&sharing(&[11, 12, 100, 101])), None, "but not for one of the same run");
         assert_eq!(r.best(&sharing(&[11, 12, 13, 100])), Some(now));
         assert_eq!(r.best_n(&sharing(&[1, 2, 11, 12, 13]), 2), vec![(now, 1), (Id::of(&old), 0)], "with their depths");
+    }
+
+    #[test]
+    fn features_files_of_both_versions_find_stored_chunks_and_skip_unknown_ones() {
+        use crate::store::pack::PackWriter;
+        use crate::store::{InitOptions, Store};
+        use rpger_formats::envelope;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(&dir.path().join("s"), InitOptions::default()).unwrap();
+        let (a, b) = (noise(1, 4096), noise(2, 4096));
+        let mut w = PackWriter::new(&store);
+        for c in [&a, &b] {
+            let (enc, stored) = crate::compress::compress(c, 3);
+            w.add(Id::of(c), enc, &stored, c.len() as u32).unwrap();
+        }
+        let pack = w.finish().unwrap().unwrap();
+        let mut index = Index::default();
+        index.add_pack(pack.id, &pack.entries);
+        index.flush(&store).unwrap();
+        let (fa, fb, fc): (Features, Features, Features) =
+            ([1, 2, 3, 4, 5, 6, 7, 8], [11, 12, 13, 14, 15, 16, 17, 18], [21, 22, 23, 24, 25, 26, 27, 28]);
+        // A store written before features files named chunks by 8 bytes: whole ids, version 1.
+        let mut v1 = 1u32.to_le_bytes().to_vec();
+        v1.extend_from_slice(&Id::of(&a).0);
+        fa.iter().for_each(|v| v1.extend_from_slice(&v.to_le_bytes()));
+        let v1_kind = envelope::Kind { current_version: 1, ..delta::FEATURES_KIND };
+        fs::write(store.root().join("features").join("0-old"), envelope::seal(&v1_kind, &v1)).unwrap();
+        write_features(&store, "1-new", &[(Id::of(&b), fb), (Id::of(b"never stored"), fc)]).unwrap();
+        let r = Resemblance::load(&store, &index).unwrap();
+        assert_eq!(r.len(), 2, "the chunk no index lists is no base");
+        assert_eq!(r.best(&fa), Some(Id::of(&a)), "version 1");
+        assert_eq!(r.best(&fb), Some(Id::of(&b)), "version 2, resolved to the whole id");
+        assert_eq!(r.best(&fc), None);
     }
 
     #[test]

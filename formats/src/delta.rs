@@ -12,8 +12,12 @@
 //! Pack version 2 stores never chain: there every base is stored whole.
 //!
 //! A features file (`features/<name>`, enveloped, magic `RPGSFEAT`) lists chunks that may serve
-//! as bases (stored whole, or deltas less than [`MAX_DEPTH`] deep) with their resemblance features, which later backups use to find a base for a new chunk:
-//! `count u32 | count x (chunk id (32) | FEATURES x u32)`.
+//! as bases (stored whole, or deltas less than [`MAX_DEPTH`] deep) with their resemblance
+//! features, which later backups use to find a base for a new chunk:
+//! `count u32 | count x (chunk id's first 8 bytes | FEATURES x u32)` (version 2; version 1
+//! held whole 32-byte ids). Eight bytes name a chunk among millions with a collision chance
+//! near 2^-40, and a collision costs nothing but a poorer delta: a delta names its base by its
+//! whole id, compresses against that chunk's own bytes and is checked against its own hash.
 
 use crate::envelope::{self, Kind, Reader};
 use crate::{DecodeError, Id};
@@ -35,7 +39,10 @@ const KIND_NAME: &str = "delta blob";
 pub type Features = [u32; FEATURES];
 
 /// The envelope of features files.
-pub const FEATURES_KIND: Kind = Kind { name: "features file", magic: *b"RPGSFEAT", min_version: 1, current_version: 1 };
+pub const FEATURES_KIND: Kind = Kind { name: "features file", magic: *b"RPGSFEAT", min_version: 1, current_version: 2 };
+
+/// How a features file names a chunk: [`Id::head`], the id's first 8 bytes.
+pub type IdHead = u64;
 
 /// Encodes a delta blob: header naming `bases`, then `frame`.
 ///
@@ -74,12 +81,12 @@ pub fn header_len(first: u8) -> usize {
     1 + 32 * first as usize
 }
 
-/// Encodes a features file.
-pub fn encode_features(entries: &[(Id, Features)]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(4 + entries.len() * (32 + 4 * FEATURES));
+/// Encodes a features file (the current version).
+pub fn encode_features(entries: &[(IdHead, Features)]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(4 + entries.len() * (8 + 4 * FEATURES));
     body.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    for (id, f) in entries {
-        body.extend_from_slice(&id.0);
+    for (head, f) in entries {
+        body.extend_from_slice(&head.to_be_bytes());
         for v in f {
             body.extend_from_slice(&v.to_le_bytes());
         }
@@ -87,12 +94,13 @@ pub fn encode_features(entries: &[(Id, Features)]) -> Vec<u8> {
     envelope::seal(&FEATURES_KIND, &body)
 }
 
-/// Decodes a features file.
+/// Decodes a features file of either version; each chunk comes as its [`IdHead`].
 ///
 /// # Errors
 /// [`DecodeError`] on a bad envelope, a count over the limit or a body of the wrong length.
-pub fn decode_features(bytes: &[u8]) -> Result<Vec<(Id, Features)>, DecodeError> {
-    let (_, body) = envelope::open(&FEATURES_KIND, bytes)?;
+pub fn decode_features(bytes: &[u8]) -> Result<Vec<(IdHead, Features)>, DecodeError> {
+    let (version, body) = envelope::open(&FEATURES_KIND, bytes)?;
+    let id_len = if version == 1 { 32 } else { 8 };
     let mut r = Reader::new(FEATURES_KIND.name, body);
     let count = r.u32()?;
     if count > MAX_FEATURE_ENTRIES {
@@ -103,18 +111,19 @@ pub fn decode_features(bytes: &[u8]) -> Result<Vec<(Id, Features)>, DecodeError>
             limit: MAX_FEATURE_ENTRIES as u64,
         });
     }
-    let entry = 32 + 4 * FEATURES;
+    let entry = id_len + 4 * FEATURES;
     if r.remaining() != count as usize * entry {
         return Err(DecodeError::Invalid { kind: FEATURES_KIND.name, reason: format!("{} body bytes for {count} entries", r.remaining()) });
     }
     let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        let id = Id::from_slice(r.take(32)?);
+        let id = r.take(id_len)?;
+        let head = IdHead::from_be_bytes(id[..8].try_into().expect("8 bytes"));
         let mut f = [0u32; FEATURES];
         for v in f.iter_mut() {
             *v = r.u32()?;
         }
-        out.push((id, f));
+        out.push((head, f));
     }
     Ok(out)
 }
@@ -138,12 +147,33 @@ mod tests {
     }
 
     #[test]
-    fn features_round_trip() {
-        let e = vec![(Id([7; 32]), [1, 2, 3, 4, 5, 6, 7, u32::MAX]), (Id([8; 32]), [0; FEATURES])];
-        assert_eq!(decode_features(&encode_features(&e)).unwrap(), e);
-        let mut bad = encode_features(&e);
+    fn features_round_trip_with_eight_bytes_per_chunk() {
+        let (a, b) = (Id::of(b"a"), Id::of(b"b"));
+        let e = vec![(a.head(), [1, 2, 3, 4, 5, 6, 7, u32::MAX]), (b.head(), [0; FEATURES])];
+        let bytes = encode_features(&e);
+        assert_eq!(bytes.len(), envelope::HEADER_LEN + 4 + 2 * (8 + 4 * FEATURES) + envelope::CHECKSUM_LEN);
+        assert_eq!(&bytes[envelope::HEADER_LEN + 4..][..8], &a.0[..8], "the id's first bytes, in order");
+        assert_eq!(decode_features(&bytes).unwrap(), e);
+        let mut bad = bytes.clone();
         bad[20] ^= 1;
         assert!(decode_features(&bad).is_err());
+    }
+
+    #[test]
+    fn version_1_features_files_with_whole_ids_still_decode() {
+        let (a, b) = (Id::of(b"a"), Id::of(b"b"));
+        let mut body = 2u32.to_le_bytes().to_vec();
+        for (id, v) in [(a, 1u32), (b, 2)] {
+            body.extend_from_slice(&id.0);
+            for i in 0..FEATURES as u32 {
+                body.extend_from_slice(&(v * 100 + i).to_le_bytes());
+            }
+        }
+        let v1 = Kind { current_version: 1, ..FEATURES_KIND };
+        let got = decode_features(&envelope::seal(&v1, &body)).unwrap();
+        assert_eq!(got, vec![(a.head(), [100, 101, 102, 103, 104, 105, 106, 107]), (b.head(), [200, 201, 202, 203, 204, 205, 206, 207])]);
+        // A version 1 body is not a version 2 one: the lengths disagree.
+        assert!(decode_features(&envelope::seal(&FEATURES_KIND, &body)).is_err());
     }
 
     proptest! {

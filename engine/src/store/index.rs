@@ -147,6 +147,17 @@ impl Index {
         self.pending.get(id).copied()
     }
 
+    /// A loaded chunk whose id starts with `head` ([`Id::head`]), for features files, which name
+    /// chunks that way. Among ids sharing those 8 bytes (about never) the smallest; the running
+    /// backup's own entries are not searched.
+    pub fn find_by_head(&self, head: u64) -> Option<Id> {
+        let b = (head >> self.shift) as usize;
+        let (lo, hi) = (*self.bucket.get(b)? as usize, self.bucket[b + 1] as usize);
+        let run = &self.entries[lo..hi];
+        let i = run.partition_point(|e| e.id.head() < head);
+        run.get(i).filter(|e| e.id.head() == head).map(|e| e.id)
+    }
+
     /// Whether `id` is stored.
     pub fn contains(&self, id: &Id) -> bool {
         self.position(id).is_some() || self.pending.contains_key(id)
@@ -285,6 +296,22 @@ mod tests {
             }
             assert!(!idx.contains(&id(n + 1, 1)));
             assert!(!idx.contains(&Id([0xff; 32])) && !idx.contains(&Id([0; 32])));
+        }
+    }
+
+    #[test]
+    fn a_head_finds_the_smallest_id_that_starts_with_it() {
+        let loc = Location { pack: Id([0; 32]), offset: 0, len: 1, raw_len: 1, encoding: Encoding::Zstd };
+        assert_eq!(Index::default().find_by_head(id(0, 1).head()), None);
+        for n in [1u64, 2, 7, 1000, 70_000] {
+            let mut idx = Index { entries: (0..n).map(|i| Entry::new(id(i, 1), 0, &loc, false)).collect(), ..Default::default() };
+            idx.entries.sort_unstable_by_key(|e| e.id);
+            idx.build_buckets();
+            for i in 0..n {
+                // Ids 2k and 2k + 1 share their first 8 bytes; 2k is the smaller.
+                assert_eq!(idx.find_by_head(id(i, 1).head()), Some(id(i & !1, 1)), "n {n}: id {i}");
+            }
+            assert_eq!(idx.find_by_head(id(n + 2, 1).head()), None, "n {n}");
         }
     }
 }
