@@ -15,9 +15,10 @@
 //! as bases (stored whole, or deltas less than [`MAX_DEPTH`] deep) with their resemblance
 //! features, which later backups use to find a base for a new chunk:
 //! `count u32 | count x (chunk id's first 8 bytes | FEATURES x u32)` (version 2; version 1
-//! held whole 32-byte ids). Eight bytes name a chunk among millions with a collision chance
-//! near 2^-40, and a collision costs nothing but a poorer delta: a delta names its base by its
-//! whole id, compresses against that chunk's own bytes and is checked against its own hash.
+//! held whole 32-byte ids). In a store of a million chunks the chance that any two ids share
+//! their first 8 bytes is about 2^-25, and such a collision costs nothing but a poorer delta: a
+//! delta names its base by its whole id, compresses against that chunk's own bytes and is
+//! checked against its own hash.
 
 use crate::envelope::{self, Kind, Reader};
 use crate::{DecodeError, Id};

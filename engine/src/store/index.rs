@@ -148,7 +148,7 @@ impl Index {
     }
 
     /// A loaded chunk whose id starts with `head` ([`Id::head`]), for features files, which name
-    /// chunks that way. Among ids sharing those 8 bytes (about never) the smallest; the running
+    /// chunks that way. Among ids sharing those 8 bytes (odds about 2^-25 in a store of a million chunks) the smallest; the running
     /// backup's own entries are not searched.
     pub fn find_by_head(&self, head: u64) -> Option<Id> {
         let b = (head >> self.shift) as usize;
