@@ -32,6 +32,20 @@ impl Entry {
     }
 }
 
+/// Reads, checks against its name and decodes one file of `index/`.
+fn read_segment(e: &fs::DirEntry) -> Result<(Id, Segment)> {
+    let path = e.path();
+    let Some(seg_id) = e.file_name().to_str().and_then(|n| n.parse::<Id>().ok()) else {
+        return Err(Error::new(crate::ErrorKind::Corrupt, format!("unknown file {} in the index directory", path.display())));
+    };
+    let bytes = fsutil::read_limited(&path, MAX_SEGMENT_FILE)?;
+    if Id::of(&bytes) != seg_id {
+        return Err(Error::new(crate::ErrorKind::Corrupt, format!("index segment {}: content does not match its name", path.display())));
+    }
+    let seg = Segment::decode(&bytes).map_err(|err| Error::corrupt(format!("index segment {}", path.display()), err))?;
+    Ok((seg_id, seg))
+}
+
 /// chunk id -> location, for the whole store.
 #[derive(Debug, Default)]
 pub struct Index {
@@ -75,27 +89,7 @@ impl Index {
         // Segments are read, hashed and decoded on every core and merged in name order, a
         // core's worth at a time so that no more than that many decoded segments are held.
         for batch in names.chunks(rayon::current_num_threads().max(1)) {
-            let read: Vec<_> = batch
-                .par_iter()
-                .map(|e| {
-                    let path = e.path();
-                    let Some(seg_id) = e.file_name().to_str().and_then(|n| n.parse::<Id>().ok()) else {
-                        return Err(Error::new(
-                            crate::ErrorKind::Corrupt,
-                            format!("unknown file {} in the index directory", path.display()),
-                        ));
-                    };
-                    let bytes = fsutil::read_limited(&path, MAX_SEGMENT_FILE)?;
-                    if Id::of(&bytes) != seg_id {
-                        return Err(Error::new(
-                            crate::ErrorKind::Corrupt,
-                            format!("index segment {}: content does not match its name", path.display()),
-                        ));
-                    }
-                    let seg = Segment::decode(&bytes).map_err(|err| Error::corrupt(format!("index segment {}", path.display()), err))?;
-                    Ok((seg_id, seg))
-                })
-                .collect();
+            let read: Vec<_> = batch.par_iter().map(read_segment).collect();
             for r in read {
                 let (seg_id, seg) = match r {
                     Ok(s) => s,
