@@ -2,14 +2,17 @@
 """Side-by-side benchmark: rpger-store against restic, borg, rustic and bupstash on the same nights.
 
     python3 benches/compare.py DATA_DIR [--runs 3] [--tools rpger-store,rpger-store-l3,restic,borg,rustic,bupstash]
-                               [--bin target/release/rpger-store] [--work DIR] [--out FILE.md]
+                               [--bin target/release/rpger-store] [--work DIR] [--out FILE.md] [--restores K]
 
 DATA_DIR holds one directory per night (sorted by name), each with mongodb/, redis/, chroma/
 (e.g. made by gen_rpger.py). Each run measures the machine's limits first (cat, b3sum, zstd,
 cp -r + sync, on night 1's files) and then, for every installed tool, in a fresh repository:
 every night backed up in order (files touched first and read once, so the cache is warm and no
 tool can skip a file by its mtime), a full check that reads all data, a restore of the last night
-into an empty directory (compared with `diff -r`, not timed) and the repository size. Every
+into an empty directory (compared with `diff -r`, not timed) and the repository size. With
+--restores K every repository is kept until all tools have run and restored K - 1 more times,
+the tools taking turns; the report adds the median of the K restores (one restore swings by up
+to 2 x on these VMs with the page cache's state, whichever the tool). Every
 command runs under /usr/bin/time -v (wall time, peak RSS).
 
 Every tool gets the same treatment against the VM's memory: memory is touched and freed right
@@ -204,8 +207,9 @@ class Bupstash(Tool):
         return out
 
 
-def measure_tool(tool, nights, sizes):
-    """One fresh repository: every night, check, restore. Returns a dict of figures."""
+def measure_tool(tool, nights, sizes, keep=False):
+    """One fresh repository: every night, check, restore. Returns a dict of figures. With
+    `keep` the repository stays for `restore_again`."""
     shutil.rmtree(tool.work, ignore_errors=True)
     os.makedirs(tool.work)
     tool.nights = len(nights)
@@ -232,6 +236,7 @@ def measure_tool(tool, nights, sizes):
     d = subprocess.run(["diff", "-rq", nights[-1], got], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if d.returncode != 0:
         sys.exit(f"{tool.name}: the restore differs from {nights[-1]}:\n{d.stdout.decode()[:2000]}")
+    shutil.rmtree(out)
     mib = 1 << 20
     r = {
         "night1": sizes[0] / mib / times[0],
@@ -243,9 +248,22 @@ def measure_tool(tool, nights, sizes):
         "rss_check": check_rss,
         "rss_restore": restore_rss,
         "growth": [g / mib for g in growth],
+        "restore_all": [restore_s],
     }
-    shutil.rmtree(tool.work)
+    if not keep:
+        shutil.rmtree(tool.work)
     return r
+
+
+def restore_again(tool, night, size):
+    """One more timed restore of the last night from the repository `measure_tool` kept."""
+    out = os.path.join(tool.work, "restore")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    warm_memory(2 << 30)
+    secs, _ = timed(tool.restore(out, night), cwd=out, env=tool.env)
+    shutil.rmtree(out)
+    return secs
 
 
 def limits(nights):
@@ -298,7 +316,12 @@ def main():
     ap.add_argument("--bin", default="target/release/rpger-store")
     ap.add_argument("--work", default=None, help="where repositories are made (default: a temp dir)")
     ap.add_argument("--out", default=None, help="also write the report to this markdown file")
+    ap.add_argument("--restores", type=int, default=1,
+                    help="restores of the last night per tool and run (the tools taking turns after all have backed up); "
+                         "the report adds their median (default 1: one restore, as before)")
     a = ap.parse_args()
+    if a.restores < 1:
+        sys.exit("--restores must be at least 1")
     for need in ("/usr/bin/time", "b3sum", "zstd", "diff"):
         if not shutil.which(need) and not os.path.exists(need):
             sys.exit(f"{need} is missing (apt-get install time b3sum zstd diffutils)")
@@ -328,18 +351,33 @@ def main():
         # its high-water mark pays the VM's first touch of that memory (seen as one restore in
         # three at half speed, always in round 1, always the first tool).
         k = r % len(tools) if tools else 0
-        for name in tools[k:] + tools[:k]:
+        order = tools[k:] + tools[:k]
+        kept = {}
+        for name in order:
             print(f"run {r + 1}/{a.runs}: {name}", file=sys.stderr)
-            res = measure_tool(makers[name](os.path.join(work, name)), nights, sizes)
+            kept[name] = makers[name](os.path.join(work, name))
+            res = measure_tool(kept[name], nights, sizes, keep=a.restores > 1)
             print(f"  {name}: {res}", file=sys.stderr)
             results[name].append(res)
+        # More restores of every repository, the tools taking turns (each turn starting with
+        # the next tool), so that a slow spell of the VM falls on all of them alike.
+        for j in range(1, a.restores):
+            for name in order[j % len(order):] + order[:j % len(order)]:
+                secs = restore_again(kept[name], nights[-1], sizes[-1])
+                results[name][-1]["restore_all"].append(secs)
+                print(f"  {name}: restore {j + 1}/{a.restores} {secs:.2f} s", file=sys.stderr)
+        for name in order:
+            res = results[name][-1]
+            res["restore_med"] = sizes[-1] / (1 << 20) / med(res["restore_all"])
+            if a.restores > 1:
+                shutil.rmtree(kept[name].work, ignore_errors=True)
     versions = {}
     for n in tools:
         try:
             versions[n] = makers[n](os.path.join(work, n)).version()
         except SystemExit:
             versions[n] = "?"
-    report = render(nights, sizes, tools, results, lims, versions, a.runs)
+    report = render(nights, sizes, tools, results, lims, versions, a.runs, a.restores)
     print(report)
     if a.out:
         open(a.out, "w").write(report)
@@ -354,21 +392,22 @@ METRICS = [  # key, header, higher is better
 ]
 
 
-def render(nights, sizes, tools, results, lims, versions, runs):
+def render(nights, sizes, tools, results, lims, versions, runs, restores=1):
     mib = 1 << 20
     lines = []
+    metrics = METRICS + ([("restore_med", f"restore last night, median of {restores} MiB/s", True)] if restores > 1 else [])
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     lines.append(f"Date {datetime.date.today()}, {platform.node()}: {os.cpu_count()} cores ({cpu}), "
                  f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, kernel {platform.release()}.")
     lines.append(f"{len(nights)} nights, {sum(sizes) / mib:.0f} MiB logical (night 1 {sizes[0] / mib:.0f} MiB, last {sizes[-1] / mib:.0f} MiB); "
                  f"medians of {runs} runs (min-max).\n")
-    lines.append("| tool | version | " + " | ".join(h for _, h, _ in METRICS) + " | peak RSS MiB backup / check / restore |")
-    lines.append("|---|---|" + "---|" * len(METRICS) + "---|")
+    lines.append("| tool | version | " + " | ".join(h for _, h, _ in metrics) + " | peak RSS MiB backup / check / restore |")
+    lines.append("|---|---|" + "---|" * len(metrics) + "---|")
     fmt = lambda k, xs: (f"{med(xs):.1f} ({min(xs):.1f}-{max(xs):.1f})" if len(xs) > 1 else f"{med(xs):.1f}")
     for t in tools:
         rs = results[t]
         cells = []
-        for k, _, _ in METRICS:
+        for k, _, _ in metrics:
             c = fmt(k, [r[k] for r in rs])
             if k == "check_s" and t == "bupstash":
                 c += " (get of one night only)"
@@ -380,7 +419,7 @@ def render(nights, sizes, tools, results, lims, versions, runs):
         lines.append("\nSame-run ratio of rpger-store to the best peer in that run (> 1: rpger-store is better), median (min-max):\n")
         lines.append("| metric | best peer (most runs) | ratio |")
         lines.append("|---|---|---|")
-        for k, h, higher in METRICS:
+        for k, h, higher in metrics:
             ratios, best_names = [], []
             for i in range(runs):
                 cands = [(results[p][i][k], p) for p in peers if not (k == "check_s" and p == "bupstash")]
