@@ -255,7 +255,7 @@ def measure_tool(tool, nights, sizes, keep=False):
     return r
 
 
-def restore_again(tool, night, size):
+def restore_again(tool, night):
     """One more timed restore of the last night from the repository `measure_tool` kept."""
     out = os.path.join(tool.work, "restore")
     shutil.rmtree(out, ignore_errors=True)
@@ -363,7 +363,7 @@ def main():
         # the next tool), so that a slow spell of the VM falls on all of them alike.
         for j in range(1, a.restores):
             for name in order[j % len(order):] + order[:j % len(order)]:
-                secs = restore_again(kept[name], nights[-1], sizes[-1])
+                secs = restore_again(kept[name], nights[-1])
                 results[name][-1]["restore_all"].append(secs)
                 print(f"  {name}: restore {j + 1}/{a.restores} {secs:.2f} s", file=sys.stderr)
         for name in order:
