@@ -228,10 +228,7 @@ def measure_tool(tool, nights, sizes, keep=False):
         growth.append(size - last)
         last = size
     check_s, check_rss = timed(tool.check(), env=tool.env)
-    out = os.path.join(tool.work, "restore")
-    os.makedirs(out)
-    warm_memory(2 << 30)
-    restore_s, restore_rss = timed(tool.restore(out, nights[-1]), cwd=out, env=tool.env)
+    restore_s, restore_rss, out = timed_restore(tool, nights[-1])
     got = tool.restored(out, nights[-1])
     d = subprocess.run(["diff", "-rq", nights[-1], got], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if d.returncode != 0:
@@ -255,13 +252,20 @@ def measure_tool(tool, nights, sizes, keep=False):
     return r
 
 
-def restore_again(tool, night):
-    """One more timed restore of the last night from the repository `measure_tool` kept."""
+def timed_restore(tool, night):
+    """Restores `night` into an empty directory after warming memory; returns (seconds, peak
+    RSS MiB, the directory)."""
     out = os.path.join(tool.work, "restore")
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     warm_memory(2 << 30)
-    secs, _ = timed(tool.restore(out, night), cwd=out, env=tool.env)
+    secs, rss = timed(tool.restore(out, night), cwd=out, env=tool.env)
+    return secs, rss, out
+
+
+def restore_again(tool, night):
+    """One more timed restore of the last night from the repository `measure_tool` kept."""
+    secs, _, out = timed_restore(tool, night)
     shutil.rmtree(out)
     return secs
 
