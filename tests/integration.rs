@@ -8,6 +8,7 @@ mod crash;
 mod dedup;
 mod delta;
 mod docker;
+mod dumps;
 mod full_disk;
 mod redis;
 mod restore_safety;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) struct Server {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for Server {

@@ -201,6 +201,18 @@ pub struct VerifyArgs {
     /// exactly once). The end-to-end file pass is skipped.
     #[arg(long, value_name = "N/M", requires = "deep")]
     pub read_data_subset: Option<String>,
+    /// Also read every database dump of the checked snapshots back and check it by its
+    /// format, as the database would on load: Redis RDB (end opcode and CRC-64) and AOF
+    /// (every command whole) and Redis 7's AOF manifest; MongoDB .bson files (every document,
+    /// nested ones too), .metadata.json and mongodump archives (every CRC-64); SQLite
+    /// databases such as Chroma's (header, then SQLite's own `PRAGMA integrity_check` on a
+    /// copy in --scratch-dir). A dump that would not load is reported and exits 1.
+    #[arg(long)]
+    pub dumps: bool,
+    /// Where --dumps copies SQLite databases for SQLite to check (needs room for the largest
+    /// one) [default: $TMPDIR, else /tmp]. Never inside the store.
+    #[arg(long, requires = "dumps")]
+    pub scratch_dir: Option<std::path::PathBuf>,
     /// Directory of the verify log (`backup-verify.log`, one line per run) [default: the
     /// config's `log_dir`, else /data2/rpger/logs].
     #[arg(long)]

@@ -22,6 +22,7 @@ pub mod chunking;
 pub mod compress;
 pub mod delta;
 pub mod demo;
+pub mod dumpcheck;
 pub mod error;
 mod fsutil;
 pub mod legacy;

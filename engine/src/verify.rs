@@ -8,6 +8,8 @@
 
 use crate::compress;
 use crate::delta::{BaseCache, ChunkReader};
+// A file of a checked snapshot: the dump check takes the same list.
+use crate::dumpcheck::DumpFile as FileRef;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::progress::Progress;
 use crate::store::index::Index;
@@ -51,6 +53,12 @@ pub struct VerifyOptions {
     pub subset: Option<(u32, u32)>,
     /// How long to wait for a conflicting lock.
     pub lock_wait: Duration,
+    /// Also read every database dump of the checked snapshots back and check it by its format
+    /// (Redis RDB/AOF, MongoDB BSON and archives, SQLite), see [`crate::dumpcheck`].
+    pub dumps: bool,
+    /// Where SQLite databases are copied for SQLite to check (the system's temporary directory
+    /// when `None`); never inside the store.
+    pub scratch: Option<std::path::PathBuf>,
 }
 
 /// A damaged or unexpected object in the store.
@@ -104,12 +112,19 @@ pub struct VerifyReport {
     pub affected: Vec<AffectedFile>,
     /// Facts that are not damage (e.g. packs left by an interrupted backup).
     pub notes: Vec<String>,
+    /// With `dumps`: every database dump found and what its check said.
+    pub dumps: Vec<crate::dumpcheck::DumpCheck>,
 }
 
 impl VerifyReport {
     /// True when nothing is damaged.
     pub fn is_sound(&self) -> bool {
-        self.problems.is_empty() && self.affected.is_empty()
+        self.problems.is_empty() && self.affected.is_empty() && self.unsound_dumps() == 0
+    }
+
+    /// Dumps whose format check failed.
+    pub fn unsound_dumps(&self) -> usize {
+        self.dumps.iter().filter(|d| d.outcome.is_err()).count()
     }
 
     /// One line: what was checked and what was found.
@@ -117,8 +132,9 @@ impl VerifyReport {
         let mode = if self.deep { "deep" } else { "quick" };
         // Whole files are only re-read with `--deep --files`.
         let files = if self.files_checked > 0 { format!(", {} files", self.files_checked) } else { String::new() };
+        let dumps = if self.dumps.is_empty() { String::new() } else { format!(", {} dumps", self.dumps.len()) };
         let what = format!(
-            "{mode} verify of {} snapshot(s): {} packs, {} chunks{files}, {} bytes checked",
+            "{mode} verify of {} snapshot(s): {} packs, {} chunks{files}{dumps}, {} bytes checked",
             self.snapshots.len(),
             self.packs_checked,
             self.chunks_checked,
@@ -127,8 +143,12 @@ impl VerifyReport {
         if self.is_sound() {
             format!("{what}: no damage found")
         } else {
+            let dumps = match self.unsound_dumps() {
+                0 => String::new(),
+                n => format!(", {n} dump(s) would not load"),
+            };
             format!(
-                "{what}: DAMAGE FOUND: {} damaged object(s), {} file(s) cannot be restored exactly",
+                "{what}: DAMAGE FOUND: {} damaged object(s), {} file(s) cannot be restored exactly{dumps}",
                 self.problems.len(),
                 self.affected.len()
             )
@@ -138,15 +158,6 @@ impl VerifyReport {
 
 /// Why a chunk cannot be read.
 type BadChunks = HashMap<Id, String>;
-
-struct FileRef {
-    snapshot: String,
-    source: String,
-    path: Vec<u8>,
-    chunks: Vec<Id>,
-    hash: Id,
-    size: u64,
-}
 
 /// Checks the store.
 ///
@@ -550,6 +561,24 @@ pub fn verify(store: &Store, opts: &VerifyOptions, progress: &dyn Progress) -> R
         }
     }
     report.affected.sort_by(|a, b| (&a.snapshot, &a.source, &a.path).cmp(&(&b.snapshot, &b.source, &b.path)));
+
+    // 7. dumps: each database dump read back and checked by its format. Files already known
+    //    to be lost are left out (they are reported above).
+    if opts.dumps {
+        let lost: HashSet<(&str, &str, String)> =
+            report.affected.iter().map(|a| (a.snapshot.as_str(), a.source.as_str(), a.path.clone())).collect();
+        let todo: Vec<FileRef> = files
+            .iter()
+            .filter(|f| !lost.contains(&(f.snapshot.as_str(), f.source.as_str(), String::from_utf8_lossy(&f.path).into_owned())))
+            .cloned()
+            .collect();
+        progress.start("check dumps", None);
+        let reader = PackReader::new(store);
+        let (dumps, bytes) = crate::dumpcheck::check_all(&index, &reader, &todo, opts.scratch.as_deref())?;
+        report.dumps = dumps;
+        report.bytes_checked += bytes;
+        progress.finish();
+    }
     Ok(report)
 }
 

@@ -73,7 +73,15 @@ pub fn run(cli: &Cli, a: &DemoArgs) -> Result<ExitCode> {
     }
     let v = verify::verify(
         &store,
-        &VerifyOptions { selection: Selection::All, deep: true, files: false, subset: None, lock_wait: Duration::ZERO },
+        &VerifyOptions {
+            selection: Selection::All,
+            deep: true,
+            files: false,
+            subset: None,
+            lock_wait: Duration::ZERO,
+            dumps: false,
+            scratch: None,
+        },
         &bar,
     )?;
     if !v.is_sound() {

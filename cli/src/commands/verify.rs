@@ -20,6 +20,8 @@ pub fn run(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
         files: a.files,
         subset: a.read_data_subset.as_deref().map(parse_subset).transpose().map_err(|e| anyhow!(e))?,
         lock_wait: parse_duration(&a.lock_wait).map_err(|e| anyhow!("--lock-wait: {e}"))?,
+        dumps: a.dumps,
+        scratch: a.scratch_dir.clone(),
     };
     let mode = match (a.deep, &a.read_data_subset) {
         (true, Some(s)) => format!("deep subset {s}"),
@@ -27,6 +29,7 @@ pub fn run(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
         (true, None) => "deep".to_string(),
         _ => "quick".to_string(),
     };
+    let mode = if a.dumps { format!("{mode}+dumps") } else { mode };
     let log_dir = super::log_dir(cli, &a.log_dir)?;
     let result = super::open_store(cli).and_then(|store| Ok(verify::verify(&store, &opts, &Bar::new(cli.json))?));
     let r = match result {
@@ -36,8 +39,11 @@ pub fn run(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
             return Err(e);
         }
     };
-    let result =
-        if r.is_sound() { "ok".to_string() } else { format!("damage: {} object(s), {} file(s)", r.problems.len(), r.affected.len()) };
+    let result = if r.is_sound() {
+        "ok".to_string()
+    } else {
+        format!("damage: {} object(s), {} file(s), {} dump(s)", r.problems.len(), r.affected.len(), r.unsound_dumps())
+    };
     super::log_line(
         &log_dir,
         "backup-verify.log",
@@ -65,6 +71,12 @@ fn print_human(r: &VerifyReport) {
             println!("lost: {} {}/{}: {}", f.snapshot, f.source, f.path, f.reason);
         }
     }
+    for d in &r.dumps {
+        match &d.outcome {
+            Ok(what) => println!("dump ok: {} {}/{} ({}): {what}", d.snapshot, d.source, d.path, d.kind),
+            Err(why) => println!("dump BAD: {} {}/{} ({}): {why}", d.snapshot, d.source, d.path, d.kind),
+        }
+    }
     for n in &r.notes {
         println!("note: {n}");
     }
@@ -79,6 +91,10 @@ fn print_json(r: &VerifyReport, mode: &str) {
         "problems": r.problems.iter().map(|p| json!({"object": p.object, "what": p.what, "dependents": p.dependents})).collect::<Vec<_>>(),
         "affected": r.affected.iter().map(|f| json!({
             "snapshot": f.snapshot, "source": f.source, "path": f.path, "unreadable_chunks": f.unreadable, "chunks": f.chunks, "reason": f.reason,
+        })).collect::<Vec<_>>(),
+        "dumps": r.dumps.iter().map(|d| json!({
+            "snapshot": d.snapshot, "source": d.source, "path": d.path, "kind": d.kind,
+            "ok": d.outcome.is_ok(), "what": match &d.outcome { Ok(s) | Err(s) => s },
         })).collect::<Vec<_>>(),
         "notes": r.notes, "summary": r.summary(),
     }));

@@ -1,7 +1,8 @@
-//! Just enough BSON (bsonspec.org) to read mongodump's archive headers: walk a document's
-//! elements, decode strings, booleans and integers, and skip every other type by its size.
-//! Never panics on bad bytes.
+//! Just enough BSON (bsonspec.org) to read mongodump's archive headers and check its files:
+//! walk a document's elements, decode strings, booleans and integers, skip every other type by
+//! its size, and validate documents to the bottom. Never panics on bad bytes.
 
+use super::{bad_at, CheckError};
 use crate::DecodeError;
 
 const KIND: &str = "BSON document";
@@ -39,13 +40,59 @@ fn cstring_end(b: &[u8], from: usize) -> Result<usize, DecodeError> {
 /// [`DecodeError::Invalid`] for a length that disagrees with the bytes, an unknown type, or a
 /// value that runs past the end.
 pub fn elements(doc: &[u8]) -> Result<Vec<(&str, Value<'_>)>, DecodeError> {
+    let mut out = vec![];
+    walk(doc, |key, value, _| {
+        out.push((key, value));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Deepest nesting of documents and arrays [`validate`] follows (MongoDB allows 100 levels
+/// below the top).
+pub const MAX_DEPTH: usize = 101;
+
+/// Checks one complete document the way a server would before loading it: its length, every
+/// element's type and size, UTF-8 keys and strings, NUL terminators, and the same of every
+/// embedded document and array down to [`MAX_DEPTH`] levels.
+///
+/// # Errors
+/// [`DecodeError::Invalid`] naming the first element that is wrong.
+pub fn validate(doc: &[u8]) -> Result<(), DecodeError> {
+    validate_at(doc, 1)
+}
+
+fn validate_at(doc: &[u8], depth: usize) -> Result<(), DecodeError> {
+    if depth > MAX_DEPTH {
+        return Err(bad(format!("documents nested deeper than {MAX_DEPTH} levels")));
+    }
+    walk(doc, |key, value, body| match value {
+        Value::Other(0x03 | 0x04) => validate_at(body, depth + 1).map_err(|e| bad(format!("in {key:?}: {}", reason(&e)))),
+        // Code with scope: int32 total length, a string, then the scope document.
+        Value::Other(0x0F) => {
+            let n = i32_at(body, 4).ok().filter(|&n| n >= 1).ok_or_else(|| bad(format!("{key:?}: bad code length")))? as usize;
+            let scope = body.get(8 + n..).ok_or_else(|| bad(format!("{key:?}: code runs past its value")))?;
+            validate_at(scope, depth + 1).map_err(|e| bad(format!("in {key:?}: {}", reason(&e))))
+        }
+        _ => Ok(()),
+    })
+}
+
+fn reason(e: &DecodeError) -> String {
+    match e {
+        DecodeError::Invalid { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Calls `f` with each element's key, decoded value and value bytes, in order.
+fn walk<'a>(doc: &'a [u8], mut f: impl FnMut(&'a str, Value<'a>, &'a [u8]) -> Result<(), DecodeError>) -> Result<(), DecodeError> {
     let len = i32_at(doc, 0)?;
     if len < 5 || len as usize != doc.len() || doc[doc.len() - 1] != 0 {
         return Err(bad(format!("document length {len} does not match its {} bytes", doc.len())));
     }
     let end = doc.len() - 1;
     let mut pos = 4;
-    let mut out = vec![];
     while pos < end {
         let t = doc[pos];
         let key_end = cstring_end(doc, pos + 1)?;
@@ -106,10 +153,55 @@ pub fn elements(doc: &[u8]) -> Result<Vec<(&str, Value<'_>)>, DecodeError> {
             _ => return Err(bad(format!("unknown element type 0x{t:02x}"))),
         };
         let next = v.checked_add(size).filter(|&n| n <= end).ok_or_else(|| bad(format!("element {key:?} runs past the document")))?;
-        out.push((key, value));
+        f(key, value, &doc[v..next])?;
         pos = next;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Largest document mongod writes (16 MiB) plus the headroom it allows itself internally.
+pub const MAX_DOCUMENT: usize = 16 * 1024 * 1024 + 16 * 1024;
+
+/// A sound `.bson` file of a mongodump: documents one after the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSummary {
+    /// Documents read.
+    pub documents: u64,
+    /// File length.
+    pub bytes: u64,
+}
+
+/// Reads a whole `.bson` file (what mongodump writes per collection and mongorestore loads)
+/// and [`validate`]s every document in it.
+///
+/// # Errors
+/// [`CheckError::Bad`] at the first document that is cut off, too large or malformed;
+/// [`CheckError::Read`] when `r` fails.
+pub fn check_file(r: &mut impl std::io::Read) -> Result<FileSummary, CheckError> {
+    let (mut at, mut documents) = (0u64, 0u64);
+    let mut doc = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        match super::fill(r, &mut len)? {
+            0 => return Ok(FileSummary { documents, bytes: at }),
+            4 => {}
+            n => return Err(bad_at(at, format!("cut short: {n} bytes after document {documents}, where a length belongs"))),
+        }
+        let n = i32::from_le_bytes(len);
+        if n < 5 || n as usize > MAX_DOCUMENT {
+            return Err(bad_at(at, format!("document {} claims {n} bytes (5..={MAX_DOCUMENT} allowed)", documents + 1)));
+        }
+        doc.clear();
+        doc.extend_from_slice(&len);
+        doc.resize(n as usize, 0);
+        let got = super::fill(r, &mut doc[4..])?;
+        if got + 4 < n as usize {
+            return Err(bad_at(at, format!("cut short inside document {} ({} of its {n} bytes)", documents + 1, got + 4)));
+        }
+        validate(&doc).map_err(|e| bad_at(at, format!("document {}: {}", documents + 1, reason(&e))))?;
+        at += n as u64;
+        documents += 1;
+    }
 }
 
 /// Encodes a document of string, int32, int64 and boolean fields (`Other` values are skipped).
@@ -211,14 +303,60 @@ mod tests {
         assert_eq!(elements(&encode(&f)).unwrap(), f.to_vec());
     }
 
+    #[test]
+    fn nested_documents_are_validated_to_the_bottom() {
+        let inner = encode(&[("a", Value::Str("x"))]);
+        let mut outer_body = vec![0x03];
+        outer_body.extend_from_slice(b"sub\0");
+        outer_body.extend_from_slice(&inner);
+        let wrap = |body: &[u8]| {
+            let mut d = ((body.len() + 5) as i32).to_le_bytes().to_vec();
+            d.extend_from_slice(body);
+            d.push(0);
+            d
+        };
+        let good = wrap(&outer_body);
+        assert!(validate(&good).is_ok());
+        // elements() skips the embedded document; validate() reads into it.
+        let mut bad_inner = outer_body.clone();
+        let s = bad_inner.len() - 3;
+        bad_inner[s] = 0xFF; // the string's bytes are no longer UTF-8
+        let bad = wrap(&bad_inner);
+        assert!(elements(&bad).is_ok());
+        assert!(validate(&bad).unwrap_err().to_string().contains("in \"sub\""));
+        // 200 levels of {"a": {...}} is past the limit.
+        let mut d = encode(&[]);
+        for _ in 0..200 {
+            let mut body = vec![0x03, b'a', 0];
+            body.extend_from_slice(&d);
+            d = wrap(&body);
+        }
+        assert!(validate(&d).unwrap_err().to_string().contains("nested deeper"));
+    }
+
+    #[test]
+    fn a_bson_file_is_read_document_by_document() {
+        let mut f = doc();
+        f.extend_from_slice(&encode(&[("x", Value::I32(1))]));
+        assert_eq!(check_file(&mut &f[..]).unwrap(), FileSummary { documents: 2, bytes: f.len() as u64 });
+        let e = check_file(&mut &f[..f.len() - 2]).unwrap_err().to_string();
+        assert!(e.contains("cut short inside document 2") && e.contains(&format!("at byte {}", doc().len())), "{e}");
+        let mut g = f.clone();
+        g[doc().len()..doc().len() + 4].copy_from_slice(&(1i32 << 30).to_le_bytes());
+        assert!(check_file(&mut &g[..]).unwrap_err().to_string().contains("claims"));
+    }
+
     proptest! {
         #[test]
         fn garbage_and_corruption_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), at in 0usize..60, x in any::<u8>()) {
             let _ = elements(&bytes);
+            let _ = validate(&bytes);
+            let _ = check_file(&mut &bytes[..]);
             let mut d = doc();
             let i = at % d.len();
             d[i] = x;
             let _ = elements(&d);
+            let _ = validate(&d);
         }
     }
 }
