@@ -225,3 +225,18 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+#[test]
+fn the_demo_writes_dumps_that_check_out() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("demo");
+    // The demo keeps its store in its working directory.
+    let store = dir.join("store");
+    let r = ok(&store, &["demo", "--size", "2000000", "--dir", dir.to_str().unwrap()]);
+    assert!(r.stdout.contains(" dumps, ") && r.stdout.contains("no damage found"), "{}", r.stdout);
+    let dumps = check_dumps(&store, "latest", t.path(), 0);
+    for want in ["redis/dump.rdb", "redis/appendonlydir/appendonly.aof.1.incr.aof", "redis/appendonlydir/appendonly.aof.manifest"] {
+        assert!(dumps[want].0, "{want}: {:?}", dumps[want]);
+    }
+    assert!(dumps.keys().any(|p| p.ends_with(".bson")), "{dumps:?}");
+}

@@ -90,14 +90,18 @@ fn users_of(store: &Path, id: &Id) -> BTreeSet<(String, String)> {
 }
 
 /// `ids` plus every delta chunk built on one of them (verify names their files too).
+/// `ids` and every delta whose chain reaches one of them (a delta of a delta too).
 fn with_delta_dependents(store: &Path, ids: &BTreeSet<Id>) -> BTreeSet<Id> {
+    let deltas = deltas(store);
     let mut out = ids.clone();
-    for (d, bases) in deltas(store) {
-        if bases.iter().any(|b| ids.contains(b)) {
-            out.insert(d);
+    loop {
+        let more: Vec<Id> =
+            deltas.iter().filter(|(d, bases)| !out.contains(d) && bases.iter().any(|b| out.contains(b))).map(|(d, _)| *d).collect();
+        if more.is_empty() {
+            return out;
         }
+        out.extend(more);
     }
-    out
 }
 
 fn affected(v: &serde_json::Value) -> BTreeSet<(String, String)> {

@@ -99,6 +99,22 @@ const WORDS: &[&str] = &[
     "trap",
 ];
 
+fn redis_key(k: u64) -> String {
+    format!("user:{k:x}")
+}
+
+/// RDB's length encoding: 6 bits, 14 bits big-endian, or a marker and 32 bits big-endian.
+fn rdb_length(out: &mut Vec<u8>, n: usize) {
+    match n {
+        0..=63 => out.push(n as u8),
+        64..=16383 => out.extend_from_slice(&(0x4000 | n as u16).to_be_bytes()),
+        _ => {
+            out.push(0x80);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+}
+
 fn words(rng: &mut Rng, n: usize) -> String {
     let mut s = String::new();
     for i in 0..n {
@@ -204,18 +220,25 @@ impl Dataset {
         v
     }
 
-    /// The dump: records in hash-table order, so changed keys are scattered.
+    /// The dump: records in hash-table order, so changed keys are scattered. A real RDB
+    /// layout (string records, end opcode, CRC-64), so `verify --dumps` checks it like a dump
+    /// redis-server wrote.
     fn rdb(&self) -> Vec<u8> {
         let mut rdb = b"REDIS0010".to_vec();
+        rdb.extend_from_slice(&[0xFE, 0x00]); // SELECTDB 0
         let mut order: Vec<&(u64, Vec<u8>)> = self.redis.iter().collect();
         order.sort_by_key(|(k, _)| k.rotate_left(29) ^ 0x5555);
         for (k, v) in order {
-            rdb.push(0);
-            rdb.extend_from_slice(format!("user:{k:x}").as_bytes());
-            rdb.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            rdb.extend_from_slice(v);
+            rdb.push(0); // a string value
+            let key = redis_key(*k);
+            for field in [key.as_bytes(), v] {
+                rdb_length(&mut rdb, field.len());
+                rdb.extend_from_slice(field);
+            }
         }
         rdb.push(0xFF);
+        let crc = rpger_formats::dumps::rdb::checksum(&rdb);
+        rdb.extend_from_slice(&crc.to_le_bytes());
         rdb
     }
 
@@ -264,7 +287,8 @@ impl Dataset {
             let i = rng.below(keys) as usize;
             self.redis[i].1 = Self::redis_value(rng);
             let (k, v) = &self.redis[i];
-            self.aof_incr.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n$20\r\nuser:{k:015x}\r\n${}\r\n", v.len()).as_bytes());
+            let key = redis_key(*k);
+            self.aof_incr.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n", key.len(), v.len()).as_bytes());
             self.aof_incr.extend_from_slice(v);
             self.aof_incr.extend_from_slice(b"\r\n");
         }

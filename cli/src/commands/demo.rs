@@ -79,13 +79,13 @@ pub fn run(cli: &Cli, a: &DemoArgs) -> Result<ExitCode> {
             files: false,
             subset: None,
             lock_wait: Duration::ZERO,
-            dumps: false,
-            scratch: None,
+            dumps: true,
+            scratch: Some(dir.clone()),
         },
         &bar,
     )?;
     if !v.is_sound() {
-        bail!("verify --deep found damage: {}", v.summary());
+        bail!("verify --deep --dumps found damage: {}", v.summary());
     }
     if !cli.json {
         println!("{}", v.summary());

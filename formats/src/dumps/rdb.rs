@@ -36,6 +36,12 @@ pub struct Summary {
     pub bytes: u64,
 }
 
+/// Redis's CRC-64 of `data`: what an RDB file's last 8 bytes hold (little-endian) for the
+/// bytes before them.
+pub fn checksum(data: &[u8]) -> u64 {
+    CRC64.checksum(data)
+}
+
 /// Whether `head` (the first bytes of a file) starts like an RDB file.
 pub fn looks_like(head: &[u8]) -> bool {
     head.len() >= 9 && &head[..5] == b"REDIS" && head[5..9].iter().all(u8::is_ascii_digit)
