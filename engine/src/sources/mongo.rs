@@ -16,6 +16,9 @@ use std::io::{Read, Write};
 
 /// The archive magic.
 pub const MAGIC: [u8; 4] = [0x6d, 0xe2, 0x99, 0x81];
+/// Each namespace's CRC-64/XZ (Go's `crc64.ECMA` table). Slice-by-16: 4 x the bytewise
+/// table's speed (1.6 against 0.4 GB/s here), and every document byte of a dump passes it.
+static CRC64: crc::Crc<u64, crc::Table<16>> = crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_XZ);
 /// Largest document accepted (BSON's limit is 16 MiB; the oplog may carry a little more).
 const MAX_DOC: usize = 48 << 20;
 const TERMINATOR: i32 = -1;
@@ -59,7 +62,10 @@ pub enum Event {
 ///
 /// # Errors
 /// [`ErrorKind::Corrupt`] naming the namespace and what is wrong.
-pub fn demux(mut r: impl Read, mut on: impl FnMut(Event) -> Result<()>) -> Result<()> {
+pub fn demux(r: impl Read, mut on: impl FnMut(Event) -> Result<()>) -> Result<()> {
+    // Documents average a few hundred bytes and each is read as a length, then a body: unbuffered
+    // on a pipe that was two syscalls per document, most of a backup's system time.
+    let mut r = std::io::BufReader::with_capacity(256 * 1024, r);
     let corrupt = |why: String| Error::new(ErrorKind::Corrupt, format!("mongodump archive: {why}"));
     let mut magic = [0u8; 4];
     match read_full(&mut r, &mut magic)? {
@@ -83,10 +89,9 @@ pub fn demux(mut r: impl Read, mut on: impl FnMut(Event) -> Result<()>) -> Resul
     }
     // body: namespace blocks until the stream ends
     struct Ns {
-        crc: crc::Digest<'static, u64>,
+        crc: crc::Digest<'static, u64, crc::Table<16>>,
         docs: u64,
     }
-    static CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
     let mut open: HashMap<(String, String), Ns> = HashMap::new();
     while let Some(h) = read_doc_or_end(&mut r)? {
         let f = bson::elements(&h).map_err(|e| corrupt(format!("namespace header: {e}")))?;
@@ -203,7 +208,7 @@ pub fn uncomponent(s: &str) -> String {
 /// A writer that counts and CRCs what passes through.
 struct CrcWriter<'a, W: Write> {
     inner: &'a mut W,
-    digest: crc::Digest<'static, u64>,
+    digest: crc::Digest<'static, u64, crc::Table<16>>,
     bytes: u64,
 }
 
@@ -293,7 +298,6 @@ pub fn export_archive(store: &crate::store::Store, snapshot: &str, source: &str,
             .map_err(io)?;
     }
     out.write_all(&TERMINATOR.to_le_bytes()).map_err(io)?;
-    static CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
     for ((db, coll), (_, data)) in &ns {
         let head = |eof: bool, crc: i64| {
             bson::encode(&[("db", V::Str(db)), ("collection", V::Str(coll)), ("EOF", V::Bool(eof)), ("CRC", V::I64(crc))])

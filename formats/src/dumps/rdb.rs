@@ -10,7 +10,8 @@ pub const KNOWN_VERSIONS: std::ops::RangeInclusive<u16> = 1..=12;
 /// The opcode that ends the data, followed by the 8-byte checksum from version 5 on.
 const EOF_OPCODE: u8 = 0xFF;
 /// Redis's CRC-64 (Jones polynomial, reflected, init 0): `crc64.c` in the Redis sources.
-static CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
+/// Slice-by-16 tables: about 4 x the bytewise table's speed.
+static CRC64: crc::Crc<u64, crc::Table<16>> = crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_REDIS);
 
 /// What the trailer says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
