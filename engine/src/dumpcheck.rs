@@ -226,8 +226,13 @@ fn check_stream(kind: Kind, r: &mut FileStream) -> std::result::Result<String, S
         }
         Kind::Bson => bson::check_file(r).map_err(err).map(|s| format!("{} documents, {} bytes", s.documents, s.bytes)),
         Kind::BsonMetadata => {
+            // mongodump's metadata is options and index definitions: kilobytes.
+            const LIMIT: u64 = 16 << 20;
             let mut text = Vec::new();
-            r.take(64 << 20).read_to_end(&mut text).map_err(|e| format!("cannot read it: {e}"))?;
+            r.take(LIMIT + 1).read_to_end(&mut text).map_err(|e| format!("cannot read it: {e}"))?;
+            if text.len() as u64 > LIMIT {
+                return Err(format!("over {LIMIT} bytes: not a metadata file mongorestore would read"));
+            }
             if text.iter().all(u8::is_ascii_whitespace) {
                 // What the demultiplexer writes for a namespace whose prelude entry has no
                 // metadata (the oplog); mongorestore skips an empty file.
