@@ -178,6 +178,7 @@ pub struct FileSummary {
 /// [`CheckError::Bad`] at the first document that is cut off, too large or malformed;
 /// [`CheckError::Read`] when `r` fails.
 pub fn check_file(r: &mut impl std::io::Read) -> Result<FileSummary, CheckError> {
+    use std::io::Read;
     let (mut at, mut documents) = (0u64, 0u64);
     let mut doc = Vec::new();
     loop {
@@ -193,10 +194,11 @@ pub fn check_file(r: &mut impl std::io::Read) -> Result<FileSummary, CheckError>
         }
         doc.clear();
         doc.extend_from_slice(&len);
-        doc.resize(n as usize, 0);
-        let got = super::fill(r, &mut doc[4..])?;
-        if got + 4 < n as usize {
-            return Err(bad_at(at, format!("cut short inside document {} ({} of its {n} bytes)", documents + 1, got + 4)));
+        // Grown as bytes arrive, not to the claimed length: a cut or forged length costs no
+        // more memory than the bytes that are there.
+        (&mut *r).take(n as u64 - 4).read_to_end(&mut doc)?;
+        if doc.len() < n as usize {
+            return Err(bad_at(at, format!("cut short inside document {} ({} of its {n} bytes)", documents + 1, doc.len())));
         }
         validate(&doc).map_err(|e| bad_at(at, format!("document {}: {}", documents + 1, reason(&e))))?;
         at += n as u64;
