@@ -15,4 +15,5 @@ mod restore_safety;
 mod retention;
 mod roundtrip;
 mod sources;
+mod testrestore;
 mod verify;

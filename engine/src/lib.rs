@@ -33,6 +33,7 @@ pub mod retention;
 pub mod sources;
 pub mod stats;
 pub mod store;
+pub mod testrestore;
 pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};

@@ -11,6 +11,7 @@ mod prune;
 mod restore;
 mod snapshots;
 mod stats;
+mod testrestore;
 mod verify;
 
 use crate::args::{Cli, Command};
@@ -28,6 +29,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Snapshots => snapshots::run(cli),
         Command::Restore(a) => restore::run(cli, a),
         Command::Verify(a) => verify::run(cli, a),
+        Command::TestRestore(a) => testrestore::run(cli, a),
         Command::Stats => stats::run(cli),
         Command::ImportLegacy(a) => import::run(cli, a),
         Command::MongodbArchive(a) => mongoarchive::run(cli, a),

@@ -103,6 +103,16 @@ impl Conn {
         Ok(c)
     }
 
+    /// A server this process started itself on 127.0.0.1, with no password.
+    fn open_own(port: u16) -> Result<Conn> {
+        let what = format!("redis 127.0.0.1:{port}");
+        let fail = |e: std::io::Error| Error::with_cause(ErrorKind::Missing, format!("cannot connect to {what}"), e);
+        let s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).map_err(fail)?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).map_err(fail)?;
+        let w = s.try_clone().map_err(fail)?;
+        Ok(Conn { what, r: BufReader::new(s), w })
+    }
+
     fn call(&mut self, args: &[&str]) -> Result<Reply> {
         let mut req = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
@@ -172,6 +182,32 @@ fn read_reply(r: &mut impl BufRead) -> Result<Reply> {
         }
         _ => Err(Error::new(ErrorKind::Io, "malformed reply")),
     }
+}
+
+/// What a server holds: `(dbN, keys)` per database, and its version.
+pub type Loaded = (Vec<(String, u64)>, String);
+
+/// What a server this process started on 127.0.0.1:`port` answers: `Ok(None)` while it is not
+/// up or still loading its data, then its `INFO keyspace` as `(dbN, keys)` and its version.
+///
+/// # Errors
+/// A reply that is neither an answer nor "loading".
+pub fn probe_own(port: u16) -> Result<Option<Loaded>> {
+    let Ok(mut c) = Conn::open_own(port) else { return Ok(None) };
+    match c.call(&["PING"]) {
+        Ok(Reply::Simple(p)) if p == "PONG" => {}
+        Ok(Reply::Error(e)) if e.starts_with("LOADING") => return Ok(None),
+        Err(_) => return Ok(None),
+        Ok(other) => return Err(Error::new(ErrorKind::Corrupt, format!("redis 127.0.0.1:{port}: PING answered {:?}", other.text()))),
+    }
+    let keys = c.info("keyspace")?.into_iter().filter(|(k, _)| k.starts_with("db")).map(|(db, v)| (db, keys_of(&v).unwrap_or(0))).collect();
+    let version = c.info("server")?.into_iter().find(|(k, _)| k == "redis_version").map(|(_, v)| v).unwrap_or_default();
+    Ok(Some((keys, version)))
+}
+
+/// The `keys=N` of an `INFO keyspace` value such as `keys=3,expires=0,avg_ttl=0`.
+pub fn keys_of(v: &str) -> Option<u64> {
+    v.split(',').find_map(|kv| kv.strip_prefix("keys=")).and_then(|n| n.parse().ok())
 }
 
 /// What to back up after a successful save.
