@@ -82,7 +82,7 @@ impl Kind {
             Some(Kind::Sqlite)
         } else if head.starts_with(&mongo::MAGIC) {
             Some(Kind::MongoArchive)
-        } else if name.ends_with(b".rdb") || rdb::looks_like(head) && !name.ends_with(b".aof") {
+        } else if name.ends_with(b".rdb") || (rdb::looks_like(head) && !name.ends_with(b".aof")) {
             Some(Kind::Rdb)
         } else if name.ends_with(b".aof") {
             Some(Kind::Aof)
