@@ -4,7 +4,7 @@
 //! with the reason while the store itself stays sound.
 
 use crate::common::*;
-use crate::redis::{cli, have_redis, start};
+use crate::redis::{cli, have_redis, start_with_aof};
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
@@ -47,9 +47,7 @@ fn redis_dumps_of_a_real_server_check_out_and_a_flipped_cut_or_incomplete_copy_i
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("redis-data");
-    fs::create_dir(&data).unwrap();
-    let server = start(&data, &["--appendonly", "yes"]);
+    let server = start_with_aof(t.path());
     for i in 0..300 {
         cli(&server, &["SET", &format!("character:{i}"), &format!("{{\"hp\":{}}}", i * 7)]);
     }

@@ -52,6 +52,13 @@ pub(crate) fn start(dir: &Path, extra: &[&str]) -> Server {
     s
 }
 
+/// A server with its AOF on, in a new `redis-data` directory under `dir`.
+pub(crate) fn start_with_aof(dir: &Path) -> Server {
+    let data = dir.join("redis-data");
+    std::fs::create_dir(&data).unwrap();
+    start(&data, &["--appendonly", "yes"])
+}
+
 pub(crate) fn cli(s: &Server, args: &[&str]) -> String {
     let out = Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &s.port.to_string()]).args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -63,9 +70,7 @@ fn redis_backup_through_bgsave_restores_into_a_fresh_server() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("redis-data");
-    std::fs::create_dir(&data).unwrap();
-    let server = start(&data, &["--appendonly", "yes"]);
+    let server = start_with_aof(t.path());
     for i in 0..500 {
         cli(&server, &["SET", &format!("user:{i}"), &format!("{{\"name\":\"hero {i}\",\"level\":{}}}", i % 60)]);
     }

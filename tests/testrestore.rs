@@ -3,7 +3,7 @@
 //! cannot load are each reported with the right exit code.
 
 use crate::common::*;
-use crate::redis::{cli, have_redis, start};
+use crate::redis::{cli, have_redis, start_with_aof};
 use std::fs;
 use std::path::Path;
 
@@ -27,9 +27,7 @@ fn a_redis_snapshot_loads_into_a_real_server_with_the_recorded_key_counts() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("redis-data");
-    fs::create_dir(&data).unwrap();
-    let server = start(&data, &["--appendonly", "yes"]);
+    let server = start_with_aof(t.path());
     for i in 0..250 {
         cli(&server, &["SET", &format!("character:{i}"), "{\"hp\":12}"]);
     }

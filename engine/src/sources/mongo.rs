@@ -143,16 +143,7 @@ fn text(v: &bson::Value) -> String {
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::with_cause(ErrorKind::Io, "read mongodump archive", e)),
-        }
-    }
-    Ok(n)
+    rpger_formats::dumps::fill(r, buf).map_err(|e| Error::with_cause(ErrorKind::Io, "read mongodump archive", e))
 }
 
 /// Reads one length-prefixed document; `None` at a terminator.
