@@ -61,12 +61,9 @@ pub struct SourceResult {
 /// When the test cannot run: unknown snapshot or source, no scratch directory, a restore that
 /// fails. A dump that does not load is a [`Outcome::Failed`] result.
 pub fn test_restore(store: &Store, opts: &TestRestoreOptions, progress: &dyn Progress) -> Result<(String, Vec<SourceResult>)> {
-    let names = store.list_snapshots()?;
-    let name = match opts.snapshot.as_str() {
-        "latest" => names.last().cloned().ok_or_else(|| Error::new(ErrorKind::Missing, "the store has no snapshots"))?,
-        n => n.to_string(),
-    };
-    let snap = store.read_snapshot(&name)?;
+    // `read_snapshot` resolves `latest`; the name it gives is the one every later step uses.
+    let snap = store.read_snapshot(&opts.snapshot)?;
+    let name = snap.name.clone();
     if let Some(only) = &opts.only {
         if !snap.sources.iter().any(|s| &s.name == only) {
             return Err(Error::new(ErrorKind::InvalidInput, format!("snapshot {name} has no source {only}")));
