@@ -308,7 +308,14 @@ fn redis_in_a_container_bgsave_then_files_out_of_it() {
 
     // The whole data dir copied out while the container is paused equals `docker cp` of it.
     rcli(&["BGREWRITEAOF"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // The copy must not race the rewrite: wait until Redis says it is over.
+    let t0 = Instant::now();
+    while !rcli(&["INFO", "persistence"]).contains("aof_rewrite_in_progress:0")
+        || rcli(&["INFO", "persistence"]).contains("aof_rewrite_scheduled:1")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the AOF rewrite in the container did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     ok(&store, &["backup", "--source", &format!("data=docker-copy:{name}:/data")]);
     assert_eq!(state(&name), "true false");
     let cp = t.path().join("cp");
