@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn docker(args: &[&str]) -> (bool, String) {
+pub(crate) fn docker(args: &[&str]) -> (bool, String) {
     let out = Command::new("docker").args(args).output();
     match out {
         Ok(o) => (o.status.success(), String::from_utf8_lossy(&o.stdout).trim().to_string() + &String::from_utf8_lossy(&o.stderr)),
@@ -20,7 +20,7 @@ fn docker(args: &[&str]) -> (bool, String) {
 
 /// `docker build` of an image FROM scratch holding `binaries` (host paths) with the libraries
 /// they need, `files` (path in the image, content) and an empty /tmp and /data.
-fn build_image(ctx: &Path, tag: &str, binaries: &[&str], files: &[(&str, &[u8])], entrypoint: &str) -> bool {
+pub(crate) fn build_image(ctx: &Path, tag: &str, binaries: &[&str], files: &[(&str, &[u8])], entrypoint: &str) -> bool {
     let root = ctx.join("rootfs");
     let mut all: Vec<(String, String)> = vec![];
     for b in binaries {
@@ -55,7 +55,7 @@ fn build_image(ctx: &Path, tag: &str, binaries: &[&str], files: &[(&str, &[u8])]
     ok
 }
 
-fn have_docker() -> bool {
+pub(crate) fn have_docker() -> bool {
     let ok = docker(&["info"]).0;
     if !ok {
         eprintln!("WARNING: Docker test SKIPPED: no Docker engine answers `docker info` here");
@@ -63,11 +63,11 @@ fn have_docker() -> bool {
     ok
 }
 
-fn state(name: &str) -> String {
+pub(crate) fn state(name: &str) -> String {
     docker(&["inspect", "-f", "{{.State.Running}} {{.State.Paused}}", name]).1
 }
 
-struct Container(String);
+pub(crate) struct Container(pub(crate) String);
 impl Drop for Container {
     fn drop(&mut self) {
         let _ = docker(&["rm", "-f", &self.0]);
@@ -139,7 +139,7 @@ fn a_paused_container_is_always_unpaused() {
 /// A stand-in for mongodump: checks its arguments like the real one would be called, reads the
 /// `--config` file when given (recording it in /tmp/seen-config), writes /fixture.archive (a real
 /// mongodump archive) to stdout — or half of it and exit 3 while /tmp/fail exists.
-const FAKE_MONGODUMP: &str = r#"
+pub(crate) const FAKE_MONGODUMP: &str = r#"
 use std::io::Write;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -163,11 +163,11 @@ fn main() {
 }
 "#;
 
-fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mongodump").join(name)).unwrap()
 }
 
-fn start_container(name: &str, image: &str, args: &[&str]) -> Container {
+pub(crate) fn start_container(name: &str, image: &str, args: &[&str]) -> Container {
     let mut a = vec!["run", "-d", "--name", name, image];
     a.extend_from_slice(args);
     let (started, out) = docker(&a);

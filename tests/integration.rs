@@ -5,6 +5,7 @@
 mod bad_input;
 mod common;
 mod crash;
+mod dbrestore;
 mod dedup;
 mod delta;
 mod docker;

@@ -51,6 +51,9 @@ pub enum Command {
     /// and loaded by a real redis-server on 127.0.0.1, whose key counts must be the ones
     /// recorded at backup.
     TestRestore(TestRestoreArgs),
+    /// Put a snapshot (or one source) back into the live databases: the containers and
+    /// directories its sources were backed up from. Shows the plan; acts only with --yes.
+    RestoreDb(RestoreDbArgs),
     /// Store size, logical size, dedup and compression ratios.
     Stats,
     /// Write a snapshot's MongoDB source back as a mongodump archive (for `mongorestore
@@ -206,6 +209,64 @@ pub struct TestRestoreArgs {
     /// /data2/rpger/logs].
     #[arg(long)]
     pub log_dir: Option<std::path::PathBuf>,
+    /// How long to wait for a conflicting lock, e.g. 30s, 10m.
+    #[arg(long, default_value = "0s")]
+    pub lock_wait: String,
+}
+
+/// `restore-db` options.
+#[derive(Debug, Args)]
+#[command(after_help = concat!(
+    "Each source goes back where its backup read it from (the config's [[source]] entries, or --source as for backup):\n",
+    "  docker-paused:CONTAINER:HOSTDIR  the container is stopped, HOSTDIR swapped for the snapshot's copy (the old one\n",
+    "                                   kept beside it as HOSTDIR.before-restore-TIME), the container started\n",
+    "  docker-redis:CONTAINER[:PORT]    the container is stopped, its data files saved as a tar in --keep-dir, the\n",
+    "                                   snapshot's written in (owners as backed up), the container started; the key\n",
+    "                                   counts Redis loads must be the ones recorded at backup\n",
+    "  docker-copy:CONTAINER:/PATH      the same, without the key counts\n",
+    "  docker-mongodump:CONTAINER       the current databases dumped into --keep-dir, then `mongorestore --archive\n",
+    "                                   --drop` fed the snapshot's archive in the container ($RPGER_MONGODB_URI as for\n",
+    "                                   backup)\n",
+    "  a directory                      swapped like HOSTDIR (stop its writer first)\n",
+    "Other sources (redis://, frozen:, mongodump:, commands) are refused with what to do instead. Every source is read\n",
+    "back out of the store and checked before its database is touched; nothing that was replaced is deleted.\n\n",
+    "Exit codes: 0 every source restored; 1 some source failed (each is named; the others were restored); 2 nothing\n",
+    "was touched (no --yes, a source this build cannot put back, a bad snapshot).\n\n",
+    "Examples:\n",
+    "  rpger-store restore-db latest                      # show what would be done\n",
+    "  rpger-store restore-db latest --only redis --yes\n",
+    "  rpger-store restore-db 2026-11-25_03-00-00 --yes   # the whole stack"
+))]
+pub struct RestoreDbArgs {
+    /// Snapshot name, or `latest`.
+    #[arg(default_value = "latest")]
+    pub snapshot: String,
+    /// Restore only this source (repeatable), e.g. --only redis.
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    /// A source and where it lives, as for `backup --source` (instead of the config's).
+    #[arg(long = "source", value_name = "NAME=SPEC")]
+    pub sources: Vec<String>,
+    /// Do it: replace the live data (without it the plan is shown and nothing is touched).
+    #[arg(long)]
+    pub yes: bool,
+    /// Where what a container path or MongoDB held before is saved [default:
+    /// /data2/rpger/before-restore].
+    #[arg(long)]
+    pub keep_dir: Option<PathBuf>,
+    /// Where sources are staged before they go into a container (needs room for them)
+    /// [default: $TMPDIR, else /tmp]; directories are staged beside themselves.
+    #[arg(long)]
+    pub scratch_dir: Option<PathBuf>,
+    /// How long a container may take to stop before it is killed, e.g. 30s.
+    #[arg(long, default_value = "30s")]
+    pub stop_timeout: String,
+    /// Longest wait for a database to come back and load, e.g. 30s, 10m.
+    #[arg(long, default_value = "10m")]
+    pub timeout: String,
+    /// Directory of `restore.log` [default: the config's `log_dir`, else /data2/rpger/logs].
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
     /// How long to wait for a conflicting lock, e.g. 30s, 10m.
     #[arg(long, default_value = "0s")]
     pub lock_wait: String,

@@ -533,50 +533,12 @@ fn run_gated<T>(g: Gated, consume: impl FnOnce(Box<dyn Read + Send>, &str) -> Re
 
 /// mongodump in a container, credentials (if any) through a config file written for the run.
 fn docker_mongodump(pipe: &mut Feeder, container: &str, args: Vec<String>, progress: &dyn Progress) -> Result<Walked> {
-    use crate::sources::docker;
-    let mut argv: Vec<String> = vec!["mongodump".into(), "--archive".into(), "--numParallelCollections=1".into()];
-    argv.extend(args);
-    let mut secret_file = None;
-    if let Ok(uri) = std::env::var("RPGER_MONGODB_URI") {
-        if !uri.is_empty() {
-            let name = format!("rpger-store-mongodump-{}-{}.yaml", std::process::id(), now_ns());
-            let yaml = format!("uri: {}\n", yaml_quoted(&uri));
-            docker::upload_file(container, "/tmp", &name, yaml.as_bytes())?;
-            argv.push(format!("--config=/tmp/{name}"));
-            secret_file = Some(format!("/tmp/{name}"));
-        }
-    }
-    let res = spawn_exec(container, argv, vec![]).and_then(|g| backup_mongodump(pipe, g, progress));
-    if let Some(f) = secret_file {
-        // Remove the credentials; where the image has no `rm`, at least empty the file.
-        let removed = docker::exec(container, vec!["rm".into(), "-f".into(), f.clone()], vec![])
-            .and_then(|(mut r, t)| {
-                std::io::copy(&mut r, &mut std::io::sink()).ok();
-                t.finish()
-            })
-            .is_ok();
-        if !removed {
-            let (dir, name) = f.rsplit_once('/').expect("an absolute path");
-            docker::upload_file(container, dir, name, b"")
-                .map_err(|e| e.context(format!("cannot remove or empty the credentials file {f} in container {container}")))?;
-        }
-    }
-    res
-}
-
-/// `s` as a YAML double-quoted scalar.
-fn yaml_quoted(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    crate::sources::docker::with_mongo_uri(container, "mongodump", |auth| {
+        let mut argv: Vec<String> = vec!["mongodump".into(), "--archive".into(), "--numParallelCollections=1".into()];
+        argv.extend(args);
+        argv.extend(auth);
+        spawn_exec(container, argv, vec![]).and_then(|g| backup_mongodump(pipe, g, progress))
+    })
 }
 
 /// Redis in a container: BGSAVE over the network, then its files out of the container.

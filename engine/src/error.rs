@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Locked,
     /// The operation was interrupted.
     Interrupted,
+    /// This build cannot do what was asked (the message says what to do instead).
+    Unsupported,
 }
 
 /// An engine error: kind + human context + underlying cause.

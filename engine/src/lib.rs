@@ -20,6 +20,7 @@
 pub mod backup;
 pub mod chunking;
 pub mod compress;
+pub mod dbrestore;
 pub mod delta;
 pub mod demo;
 pub mod dumpcheck;

@@ -112,7 +112,7 @@ pub fn test_restore(store: &Store, opts: &TestRestoreOptions, progress: &dyn Pro
 
 /// `dbN -> keys` as `INFO keyspace` said when the backup was taken (`redis://` and
 /// `docker-redis:` sources record it; a plain directory has none).
-fn recorded_keyspace(snap: &Snapshot, source: &str) -> Vec<(String, u64)> {
+pub(crate) fn recorded_keyspace(snap: &Snapshot, source: &str) -> Vec<(String, u64)> {
     let prefix = format!("{source}.keyspace.");
     let mut v: Vec<(String, u64)> =
         snap.labels.iter().filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_string(), redis::keys_of(v)?))).collect();

@@ -18,20 +18,25 @@ use std::time::Instant;
 /// Splits `NAME=PATH`; `-` as PATH means stdin (allowed once), `cmd:COMMAND` a command's stdout,
 /// `redis://...` a Redis server.
 fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
+    parse_source_args(&a.sources, &a.stdin_name)
+}
+
+/// [`parse_sources`] of `--source` values (also `restore-db`'s, which names sources the same way).
+pub(super) fn parse_source_args(sources: &[String], stdin_name: &str) -> Result<Vec<SourceSpec>> {
     let mut out = vec![];
     let mut stdin_used = false;
-    for s in &a.sources {
+    for s in sources {
         let (name, path) = s.split_once('=').ok_or_else(|| anyhow!("--source {s:?}: expected NAME=PATH or NAME=-"))?;
         let input = if path == "-" {
             if stdin_used {
                 bail!("--source {s:?}: only one source can read stdin");
             }
             stdin_used = true;
-            SourceInput::Stream { file_name: a.stdin_name.clone(), reader: Box::new(std::io::stdin()) }
+            SourceInput::Stream { file_name: stdin_name.to_string(), reader: Box::new(std::io::stdin()) }
         } else if path.starts_with("redis://") {
             SourceInput::Redis(RedisSpec::parse(path)?)
         } else if let Some(rest) = path.strip_prefix("docker-") {
-            let file_name = if a.stdin_name == "stdin" { "stdout".to_string() } else { a.stdin_name.clone() };
+            let file_name = if stdin_name == "stdin" { "stdout".to_string() } else { stdin_name.to_string() };
             parse_docker(rest, file_name).map_err(|e| anyhow!("--source {s:?}: {e}"))?
         } else if let Some(rest) = path.strip_prefix("frozen:") {
             SourceInput::Frozen { path: frozen_dir(rest)?, pid: frozen_pid(rest)? }
@@ -44,7 +49,7 @@ fn parse_sources(a: &BackupArgs) -> Result<Vec<SourceSpec>> {
             if command.trim().is_empty() {
                 bail!("--source {s:?}: empty command");
             }
-            let file_name = if a.stdin_name == "stdin" { "stdout".to_string() } else { a.stdin_name.clone() };
+            let file_name = if stdin_name == "stdin" { "stdout".to_string() } else { stdin_name.to_string() };
             SourceInput::Command { file_name, command: command.to_string() }
         } else if path.is_empty() {
             bail!("--source {s:?}: empty path");
@@ -132,7 +137,7 @@ fn frozen_pid(spec: &str) -> Result<i32> {
 }
 
 /// The config's `[[source]]` entries (those named by --only, when given).
-fn config_sources(cfg: &Config, only: &[String]) -> Result<Vec<SourceSpec>> {
+pub(super) fn config_sources(cfg: &Config, only: &[String]) -> Result<Vec<SourceSpec>> {
     for o in only {
         if !cfg.sources.iter().any(|s| &s.name == o) {
             let names: Vec<_> = cfg.sources.iter().map(|s| s.name.as_str()).collect();

@@ -9,6 +9,7 @@ mod init;
 mod mongoarchive;
 mod prune;
 mod restore;
+mod restoredb;
 mod snapshots;
 mod stats;
 mod testrestore;
@@ -30,6 +31,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Restore(a) => restore::run(cli, a),
         Command::Verify(a) => verify::run(cli, a),
         Command::TestRestore(a) => testrestore::run(cli, a),
+        Command::RestoreDb(a) => restoredb::run(cli, a),
         Command::Stats => stats::run(cli),
         Command::ImportLegacy(a) => import::run(cli, a),
         Command::MongodbArchive(a) => mongoarchive::run(cli, a),

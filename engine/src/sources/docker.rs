@@ -45,6 +45,18 @@ impl Docker {
         Ok((s.running.unwrap_or(false), s.paused.unwrap_or(false)))
     }
 
+    /// Whether the container was started with `--rm`: stopping it deletes it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Missing`] when there is no such container.
+    pub fn auto_removed(&self, name: &str) -> Result<bool> {
+        let r = self
+            .rt
+            .block_on(self.api.inspect_container(name, None))
+            .map_err(|e| Error::with_cause(ErrorKind::Missing, format!("container {name}"), e))?;
+        Ok(r.host_config.and_then(|h| h.auto_remove).unwrap_or(false))
+    }
+
     /// Pauses a container (freezes every process in it).
     ///
     /// # Errors
@@ -53,6 +65,30 @@ impl Docker {
         self.rt
             .block_on(self.api.pause_container(name))
             .map_err(|e| Error::with_cause(ErrorKind::Io, format!("cannot pause container {name}"), e))
+    }
+
+    /// Stops a running container: SIGTERM, then SIGKILL after `grace` (the database's own
+    /// shutdown: Redis saves, SQLite closes). A manual stop also keeps a restart policy from
+    /// starting it again behind our back.
+    ///
+    /// # Errors
+    /// The engine's refusal, naming the container.
+    pub fn stop(&self, name: &str, grace: std::time::Duration) -> Result<()> {
+        let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let opts = bollard::query_parameters::StopContainerOptionsBuilder::default().t(t).build();
+        self.rt
+            .block_on(self.api.stop_container(name, Some(opts)))
+            .map_err(|e| Error::with_cause(ErrorKind::Io, format!("cannot stop container {name}"), e))
+    }
+
+    /// Starts a stopped container.
+    ///
+    /// # Errors
+    /// The engine's refusal, naming the container.
+    pub fn start(&self, name: &str) -> Result<()> {
+        self.rt
+            .block_on(self.api.start_container(name, None))
+            .map_err(|e| Error::with_cause(ErrorKind::Io, format!("cannot start container {name}"), e))
     }
 
     /// Unpauses a container.
@@ -156,19 +192,20 @@ impl Read for EngineReader {
     }
 }
 
-/// The request behind an [`EngineReader`]; `finish` tells whether it succeeded.
-pub struct EngineTask {
+/// The request behind an [`EngineReader`] or [`EngineWriter`]; `finish` tells whether it
+/// succeeded (and, for a command fed through an [`EngineWriter`], what it printed last).
+pub struct EngineTask<T = ()> {
     what: String,
-    worker: std::thread::JoinHandle<Result<()>>,
+    worker: std::thread::JoinHandle<Result<T>>,
 }
 
-impl EngineTask {
+impl<T> EngineTask<T> {
     /// Waits for the request to end (drop the reader first, or read it to the end). For an
     /// exec, success means the command exited 0.
     ///
     /// # Errors
     /// A non-zero exit (with the tail of its stderr), a cut connection, the engine's refusal.
-    pub fn finish(self) -> Result<()> {
+    pub fn finish(self) -> Result<T> {
         self.worker.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Io, format!("{}: the Docker client thread panicked", self.what))))
     }
 
@@ -311,6 +348,210 @@ pub fn download(container: &str, path: &str) -> Result<(EngineReader, EngineTask
         }
         Ok(())
     })
+}
+
+/// Bytes going into the Docker engine (a tar archive to unpack in a container, a command's
+/// standard input), written synchronously. Like [`EngineReader`] the other way round: a thread
+/// with its own runtime drives the request and takes 1 MiB frames from a bounded channel, so
+/// memory stays flat whatever is written.
+pub struct EngineWriter {
+    tx: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+const FRAME: usize = 1 << 20;
+
+impl EngineWriter {
+    /// Sends what is buffered and closes the stream (the archive or the standard input ends);
+    /// then [`EngineTask::finish`] tells how the request ended.
+    ///
+    /// # Errors
+    /// The request ended before taking everything.
+    pub fn close(mut self) -> std::io::Result<()> {
+        self.send()?;
+        self.tx = None;
+        Ok(())
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let frame = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(FRAME)));
+        match &self.tx {
+            Some(tx) if tx.blocking_send(frame).is_ok() => Ok(()),
+            _ => Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the Docker engine stopped taking the stream")),
+        }
+    }
+}
+
+impl std::io::Write for EngineWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() >= FRAME {
+            self.send()?;
+        }
+        let n = data.len().min(FRAME - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+type Frames = tokio::sync::mpsc::Receiver<bytes::Bytes>;
+
+/// Runs `job` on a new thread with its own runtime and engine connection, fed by the returned
+/// writer.
+fn spawn_engine_fed<T, F, Fut>(what: String, job: F) -> Result<(EngineWriter, EngineTask<T>)>
+where
+    T: Send + 'static,
+    F: FnOnce(bollard::Docker, Frames, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let w = what.clone();
+    let worker = std::thread::Builder::new()
+        .name("docker-feed".into())
+        .spawn(move || {
+            let (rt, api) = client()?;
+            rt.block_on(job(api, rx, w))
+        })
+        .map_err(|e| Error::with_cause(ErrorKind::Io, "cannot start the Docker client thread", e))?;
+    Ok((EngineWriter { tx: Some(tx), buf: Vec::with_capacity(FRAME) }, EngineTask { what, worker }))
+}
+
+fn frames(rx: Frames) -> impl futures_util::Stream<Item = bytes::Bytes> {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+}
+
+/// Unpacks the tar archive written to the returned writer into `dir` of `container` (PUT
+/// /containers/{id}/archive), which may be stopped. Entries keep the owners, modes and times
+/// their headers carry; files already there with other names are left alone.
+///
+/// # Errors
+/// No engine or no such container; the engine's refusal (a missing directory, a full disk) is
+/// reported by [`EngineTask::finish`].
+pub fn upload(container: &str, dir: &str) -> Result<(EngineWriter, EngineTask)> {
+    Docker::connect()?.state(container)?;
+    let what = format!("{dir} in container {container}");
+    let (container, dir) = (container.to_string(), dir.to_string());
+    spawn_engine_fed(what, move |api, rx, what| async move {
+        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default().path(&dir).build();
+        api.upload_to_container(&container, Some(opts), bollard::body_stream(frames(rx)))
+            .await
+            .map_err(|e| Error::with_cause(ErrorKind::Io, format!("cannot write {what}"), e))
+    })
+}
+
+/// Runs `argv` in `container` with the returned writer as its standard input (closed by
+/// [`EngineWriter::close`]). [`EngineTask::finish`] gives the last lines it printed (both
+/// streams) when it exits 0.
+///
+/// # Errors
+/// No engine, no such container, a container that is not running; the command's own failure
+/// (with the tail of what it printed) comes from [`EngineTask::finish`].
+pub fn exec_fed(container: &str, argv: Vec<String>, env: Vec<String>) -> Result<(EngineWriter, EngineTask<String>)> {
+    use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    require_running(container)?;
+    let what = format!("`{}` in container {container}", argv.join(" "));
+    let container = container.to_string();
+    spawn_engine_fed(what, move |api, mut rx, what| async move {
+        let engine_err = |e: bollard::errors::Error| Error::with_cause(ErrorKind::Io, what.clone(), e);
+        let opts = CreateExecOptions {
+            cmd: Some(argv),
+            env: Some(env),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            ..Default::default()
+        };
+        let id = api.create_exec(&container, opts).await.map_err(engine_err)?.id;
+        let start = StartExecOptions { detach: false, tty: false, output_capacity: Some(1 << 20) };
+        let StartExecResults::Attached { mut output, mut input } = api.start_exec(&id, Some(start)).await.map_err(engine_err)? else {
+            return Err(Error::new(ErrorKind::Io, format!("{what}: the engine did not attach to the command")));
+        };
+        let feed = async {
+            while let Some(b) = rx.recv().await {
+                input.write_all(&b).await?;
+            }
+            input.shutdown().await
+        };
+        let drain = async {
+            let mut tail: Vec<u8> = vec![];
+            while let Some(Ok(item)) = output.next().await {
+                tail.extend_from_slice(&item.into_bytes());
+                let cut = tail.len().saturating_sub(2000);
+                tail.drain(..cut);
+            }
+            tail
+        };
+        let (fed, tail) = futures_util::future::join(feed, drain).await;
+        let t0 = std::time::Instant::now();
+        let code = loop {
+            let r = api.inspect_exec(&id).await.map_err(engine_err)?;
+            if r.running != Some(true) || t0.elapsed() > std::time::Duration::from_secs(30) {
+                break r.exit_code;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let tail = String::from_utf8_lossy(&tail).trim().replace('\n', " | ");
+        let said = if tail.is_empty() { String::new() } else { format!(": {tail}") };
+        match (code, fed) {
+            (Some(0), Ok(())) => Ok(tail),
+            (Some(0), Err(e)) => Err(Error::with_cause(ErrorKind::Io, format!("{what} exited 0 before reading all its input{said}"), e)),
+            (Some(c), _) => Err(Error::new(ErrorKind::InvalidInput, format!("{what} exited with status {c}{said}"))),
+            (None, _) => Err(Error::new(ErrorKind::InvalidInput, format!("{what}: no exit status (still running?){said}"))),
+        }
+    })
+}
+
+/// Runs `run` with the arguments that give a MongoDB tool (`mongodump`, `mongorestore`) the URI
+/// in `$RPGER_MONGODB_URI`, credentials included: a `--config` file written into the container
+/// for the run only, so they never appear on a command line, and removed afterwards (emptied
+/// where the image has no `rm`). Without the variable, no arguments.
+///
+/// # Errors
+/// `run`'s error; the config file that could not be written, or not removed nor emptied.
+pub fn with_mongo_uri<T>(container: &str, tool: &str, run: impl FnOnce(Vec<String>) -> Result<T>) -> Result<T> {
+    let uri = std::env::var("RPGER_MONGODB_URI").unwrap_or_default();
+    if uri.is_empty() {
+        return run(vec![]);
+    }
+    let name = format!("rpger-store-{tool}-{}-{}.yaml", std::process::id(), crate::store::now_ns());
+    upload_file(container, "/tmp", &name, format!("uri: {}\n", yaml_quoted(&uri)).as_bytes())?;
+    let f = format!("/tmp/{name}");
+    let res = run(vec![format!("--config={f}")]);
+    let removed = exec(container, vec!["rm".into(), "-f".into(), f.clone()], vec![])
+        .and_then(|(mut r, t)| {
+            std::io::copy(&mut r, &mut std::io::sink()).ok();
+            t.finish()
+        })
+        .is_ok();
+    if !removed {
+        upload_file(container, "/tmp", &name, b"")
+            .map_err(|e| e.context(format!("cannot remove or empty the credentials file {f} in container {container}")))?;
+    }
+    res
+}
+
+/// `s` as a YAML double-quoted scalar.
+fn yaml_quoted(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Writes one file into `container` at `dir/name` (mode 0600), through a tar upload.

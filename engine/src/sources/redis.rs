@@ -193,16 +193,38 @@ pub type Loaded = (Vec<(String, u64)>, String);
 /// # Errors
 /// A reply that is neither an answer nor "loading".
 pub fn probe_own(port: u16) -> Result<Option<Loaded>> {
-    let Ok(mut c) = Conn::open_own(port) else { return Ok(None) };
+    let Ok(c) = Conn::open_own(port) else { return Ok(None) };
+    probe_with(c)
+}
+
+/// [`probe_own`] for the server at `spec` (with `$RPGER_REDIS_PASSWORD` when set).
+///
+/// # Errors
+/// A reply that is neither an answer nor "loading".
+pub fn probe(spec: &RedisSpec) -> Result<Option<Loaded>> {
+    let Ok(c) = Conn::open(spec) else { return Ok(None) };
+    probe_with(c)
+}
+
+fn probe_with(mut c: Conn) -> Result<Option<Loaded>> {
     match c.call(&["PING"]) {
         Ok(Reply::Simple(p)) if p == "PONG" => {}
         Ok(Reply::Error(e)) if e.starts_with("LOADING") => return Ok(None),
         Err(_) => return Ok(None),
-        Ok(other) => return Err(Error::new(ErrorKind::Corrupt, format!("redis 127.0.0.1:{port}: PING answered {:?}", other.text()))),
+        Ok(other) => return Err(Error::new(ErrorKind::Corrupt, format!("{}: PING answered {:?}", c.what, other.text()))),
     }
     let keys = c.info("keyspace")?.into_iter().filter(|(k, _)| k.starts_with("db")).map(|(db, v)| (db, keys_of(&v).unwrap_or(0))).collect();
     let version = c.info("server")?.into_iter().find(|(k, _)| k == "redis_version").map(|(_, v)| v).unwrap_or_default();
     Ok(Some((keys, version)))
+}
+
+/// `CONFIG GET name` of the server at `spec`: `None` when CONFIG is refused (renamed or
+/// disabled) or there is no such parameter.
+///
+/// # Errors
+/// An unreachable server.
+pub fn config_get(spec: &RedisSpec, name: &str) -> Result<Option<String>> {
+    Conn::open(spec)?.config(name)
 }
 
 /// The `keys=N` of an `INFO keyspace` value such as `keys=3,expires=0,avg_ttl=0`.
