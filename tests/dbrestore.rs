@@ -8,9 +8,10 @@
 use crate::common::*;
 use crate::docker::{build_image, docker, have_docker, state, Container, FAKE_MONGODUMP};
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// `docker run -d --name NAME -v HOSTDIR:MOUNT IMAGE`.
@@ -108,6 +109,16 @@ fn redis_in_a_container_gets_the_snapshot_back_and_loads_the_recorded_keys() {
         rcli(&name, &["SET", &format!("character:{i}"), &format!("level {}", i % 20)]);
     }
     rcli(&name, &["HSET", "campaign:7", "name", "Curse of the Deep"]);
+    // A 3 MiB value that does not compress: the files cross the engine stream in many frames.
+    let blob = noise(7, 3 << 20);
+    let mut c = Command::new("redis-cli")
+        .args(["-h", &ip_of(&name), "-x", "SET", "blob"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(&blob).unwrap();
+    assert!(c.wait().unwrap().success());
     let store = init_store(t.path());
     let spec = format!("redis=docker-redis:{name}");
     ok(&store, &["backup", "--source", &spec]);
@@ -137,12 +148,21 @@ fn redis_in_a_container_gets_the_snapshot_back_and_loads_the_recorded_keys() {
     let r = fails(&store, &["restore-db", "latest", "--yes", "--source", "redis=redis://127.0.0.1:1"], 2);
     assert!(r.stderr.contains("not supported") && r.stderr.contains("restore --only redis"), "{}", r.stderr);
     assert_eq!(rcli(&name, &["DBSIZE"]), "5");
+    // A paused container (someone else's backup running): refused before anything is touched.
+    assert!(docker(&["pause", &name]).0);
+    let r = fails(&store, &args(true), 2);
+    assert!(r.stderr.contains("is paused") && r.stderr.contains("nothing was touched"), "{}", r.stderr);
+    assert!(docker(&["unpause", &name]).0);
+    assert_eq!(rcli(&name, &["DBSIZE"]), "5");
+    assert!(!keep.exists());
 
     let r = ok(&store, &args(true));
-    assert!(r.stdout.contains("db0 301 keys, as recorded at backup"), "{}", r.stdout);
+    assert!(r.stdout.contains("db0 302 keys, as recorded at backup"), "{}", r.stdout);
     assert_eq!(state(&name), "true false");
     wait_for_redis(&name);
-    assert_eq!(rcli(&name, &["DBSIZE"]), "301");
+    assert_eq!(rcli(&name, &["DBSIZE"]), "302");
+    let got = Command::new("redis-cli").args(["-h", &ip_of(&name), "GET", "blob"]).output().unwrap().stdout;
+    assert!(got.len() == blob.len() + 1 && got[..blob.len()] == blob[..], "the 3 MiB value did not come back");
     assert_eq!(rcli(&name, &["HGET", "campaign:7", "name"]), "Curse of the Deep");
     assert_eq!(rcli(&name, &["EXISTS", "session:0"]), "0");
     // What Redis held before is kept as a tar of its data directory, holding the flushed night.
@@ -261,7 +281,16 @@ fn mongodb_in_a_container_is_dumped_aside_then_fed_the_snapshot_archive() {
     let exe = t.path().join("fake_mongodump");
     let rc = Command::new("rustc").args(["-O", "-o"]).arg(&exe).arg(&src).status();
     assert!(rc.is_ok_and(|s| s.success()), "rustc could not build the stand-in mongodump");
-    let archive = crate::docker::fixture("dump-w-oplog.archive");
+    // A mongodump archive of several MiB (the demo's BSON collections, exported by
+    // `mongodb-archive`), so the archive crosses the engine stream in many frames both ways.
+    let demo = t.path().join("demo");
+    rpger_engine::demo::Dataset::new(5, 12_000_000).write(&demo).unwrap();
+    let s0 = init_store(&t.path().join("s0"));
+    ok(&s0, &["backup", "--source", &format!("mongodb={}", demo.join("mongodb").display())]);
+    let big = t.path().join("big.archive");
+    ok(&s0, &["mongodb-archive", "latest", "-o", big.to_str().unwrap()]);
+    let archive = fs::read(&big).unwrap();
+    assert!(archive.len() > 3 << 20, "{} bytes", archive.len());
     let exe_entry = format!("{}=/usr/bin/mongodump", exe.display());
     let script = t.path().join("mongorestore");
     fs::write(&script, FAKE_MONGORESTORE).unwrap();

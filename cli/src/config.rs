@@ -115,6 +115,7 @@ prune = true
 max_repack_ratio = 0.1   # unused bytes left in packs, as a share of the live bytes
 
 # `rpger-store backup` with no --source backs these up into one snapshot; --only NAME picks one.
+# `rpger-store restore-db SNAPSHOT --yes` puts them back where they were read from.
 # Each source has a name (restored into TARGET/NAME) and exactly one of:
 #   mongodump = a command writing `mongodump --archive` to stdout: demultiplexed while it streams
 #             into mongodb_backup/<db>/<collection>.bson + .metadata.json (what mongorestore --dir

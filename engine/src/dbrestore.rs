@@ -25,7 +25,9 @@ use crate::restore::{self, RestoreOptions};
 use crate::sources::{docker, mongo, redis};
 use crate::store::Store;
 use rpger_formats::snapshot::{Entry, EntryKind, Snapshot};
+use std::ffi::OsStr;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -458,7 +460,9 @@ fn write_tar(w: docker::EngineWriter, entries: &[Entry], staged: &Path) -> Resul
     let mut tar = tar::Builder::new(w);
     tar.follow_symlinks(false);
     for e in entries.iter().filter(|e| !e.path.is_empty()) {
-        let name = String::from_utf8_lossy(&e.path).into_owned();
+        // Names are bytes (need not be UTF-8) and go into the archive as they are.
+        let name = Path::new(OsStr::from_bytes(&e.path));
+        let shown = name.display().to_string();
         let mut h = tar::Header::new_gnu();
         h.set_mode(e.mode);
         h.set_uid(u64::from(e.uid));
@@ -468,24 +472,24 @@ fn write_tar(w: docker::EngineWriter, entries: &[Entry], staged: &Path) -> Resul
             EntryKind::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_size(0);
-                tar.append_data(&mut h, &name, std::io::empty()).map_err(|x| io(&name, x))?;
+                tar.append_data(&mut h, name, std::io::empty()).map_err(|x| io(&shown, x))?;
             }
             EntryKind::File { size, .. } => {
-                let p = staged.join(&name);
+                let p = staged.join(name);
                 let f = std::fs::File::open(&p).at("read the staged copy of", &p)?;
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(*size);
-                tar.append_data(&mut h, &name, f).map_err(|x| io(&name, x))?;
+                tar.append_data(&mut h, name, f).map_err(|x| io(&shown, x))?;
             }
             EntryKind::Symlink { target } => {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_size(0);
-                tar.append_link(&mut h, &name, String::from_utf8_lossy(target).as_ref()).map_err(|x| io(&name, x))?;
+                tar.append_link(&mut h, name, Path::new(OsStr::from_bytes(target))).map_err(|x| io(&shown, x))?;
             }
             EntryKind::Hardlink { target } => {
                 h.set_entry_type(tar::EntryType::Link);
                 h.set_size(0);
-                tar.append_link(&mut h, &name, String::from_utf8_lossy(target).as_ref()).map_err(|x| io(&name, x))?;
+                tar.append_link(&mut h, name, Path::new(OsStr::from_bytes(target))).map_err(|x| io(&shown, x))?;
             }
         }
     }
@@ -578,7 +582,7 @@ fn into_mongo(store: &Store, snap: &Snapshot, opts: &DbRestoreOptions, container
     {
         let f = std::fs::File::create(&archive).at("create", &archive)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        mongo::export_archive(store, &snap.name, &opts.source, &mut w)?;
+        mongo::export_archive(store, &snap.name, &opts.source, &mut w, opts.lock_wait)?;
         w.flush().at("write", &archive)?;
     }
     std::fs::create_dir_all(&opts.keep_dir).at("create the keep directory", &opts.keep_dir)?;

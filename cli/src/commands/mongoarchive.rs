@@ -11,7 +11,7 @@ pub fn run(cli: &Cli, a: &MongoArchiveArgs) -> Result<ExitCode> {
     let n = if a.output.as_os_str() == "-" {
         let stdout = std::io::stdout();
         let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
-        let n = mongo::export_archive(&store, &a.snapshot, &a.source, &mut w)?;
+        let n = mongo::export_archive(&store, &a.snapshot, &a.source, &mut w, std::time::Duration::ZERO)?;
         w.flush().context("write stdout")?;
         n
     } else {
@@ -19,11 +19,13 @@ pub fn run(cli: &Cli, a: &MongoArchiveArgs) -> Result<ExitCode> {
         let tmp = a.output.with_extension("partial");
         let f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
-        let res = mongo::export_archive(&store, &a.snapshot, &a.source, &mut w).map_err(anyhow::Error::from).and_then(|n| {
-            w.flush().context("write archive")?;
-            std::fs::rename(&tmp, &a.output).with_context(|| format!("rename to {}", a.output.display()))?;
-            Ok(n)
-        });
+        let res = mongo::export_archive(&store, &a.snapshot, &a.source, &mut w, std::time::Duration::ZERO)
+            .map_err(anyhow::Error::from)
+            .and_then(|n| {
+                w.flush().context("write archive")?;
+                std::fs::rename(&tmp, &a.output).with_context(|| format!("rename to {}", a.output.display()))?;
+                Ok(n)
+            });
         if res.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }

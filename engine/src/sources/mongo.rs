@@ -219,10 +219,22 @@ impl<W: Write> Write for CrcWriter<'_, W> {
 /// --archive` reads): the header from the snapshot's `archive.*` labels, one prelude entry and
 /// one block per collection, each with a fresh CRC-64. Returns the number of namespaces.
 ///
+/// Holds a shared store lock (waiting up to `lock_wait`), so a prune cannot delete packs it
+/// still reads.
+///
 /// # Errors
-/// An unknown snapshot or source, a source that is not a mongodump layout, damaged data.
-pub fn export_archive(store: &crate::store::Store, snapshot: &str, source: &str, out: &mut impl Write) -> Result<u64> {
+/// An unknown snapshot or source, a source that is not a mongodump layout, damaged data, a
+/// store locked by a prune.
+pub fn export_archive(
+    store: &crate::store::Store,
+    snapshot: &str,
+    source: &str,
+    out: &mut impl Write,
+    lock_wait: std::time::Duration,
+) -> Result<u64> {
+    use crate::store::lock::{self, LockMode};
     use rpger_formats::snapshot::EntryKind;
+    let _lock = lock::acquire(&store.locks_dir(), LockMode::Shared, "mongodb-archive", lock_wait)?;
     let snap = store.read_snapshot(snapshot)?;
     let src = snap
         .sources
