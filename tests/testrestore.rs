@@ -82,3 +82,85 @@ fn sources_this_build_cannot_load_are_listed_and_alone_are_an_error() {
     let r = test_restore(&store, &["--only", "redis"], 2);
     assert!(r.stderr.contains("has no source redis"), "{}", r.stderr);
 }
+
+fn leftover_test_containers() -> String {
+    crate::docker::docker(&["ps", "-aq", "--filter", "label=rpger-store=test-restore"]).1
+}
+
+#[test]
+fn a_redis_snapshot_loads_in_a_temporary_container_that_is_always_removed() {
+    use crate::docker::{build_image, have_docker};
+    if !have_docker() || !have_redis() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let server = start_with_aof(t.path());
+    for i in 0..120 {
+        cli(&server, &["SET", &format!("session:{i}"), "x"]);
+    }
+    let store = init_store(t.path());
+    let snap = ok(&store, &["--json", "backup", "--source", &format!("redis=redis://127.0.0.1:{}", server.port)]).json()["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(server);
+    // The image's own entrypoint does not matter: test-restore runs `redis-server` in it.
+    let built =
+        build_image(&t.path().join("image"), "rpger-store-test-redis:1", &["/usr/bin/redis-server"], &[], r#"["/usr/bin/redis-server"]"#);
+    assert!(built, "could not build the test image locally");
+    let r = test_restore(&store, &[&snap, "--redis-image", "rpger-store-test-redis:1", "--redis-server", "/nonexistent/redis-server"], 0);
+    assert!(
+        r.stdout.contains("in a temporary container of rpger-store-test-redis:1 loaded dump.rdb")
+            && r.stdout.contains("db0 120 keys, as recorded at backup"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(leftover_test_containers(), "", "the temporary container was left behind");
+
+    // A cut dump: the server in the container refuses it, and its own log says why.
+    let restored = t.path().join("restored");
+    ok(&store, &["restore", &snap, restored.to_str().unwrap()]);
+    let rdb = restored.join("redis/dump.rdb");
+    let b = fs::read(&rdb).unwrap();
+    fs::write(&rdb, &b[..b.len() / 2]).unwrap();
+    ok(&store, &["backup", "--source", &format!("redis={}", restored.join("redis").display())]);
+    let r = test_restore(&store, &["latest", "--redis-image", "rpger-store-test-redis:1"], 1);
+    assert!(r.stdout.contains("exited without loading dump.rdb") && r.stdout.contains("rpger-store-test-redis:1"), "{}", r.stdout);
+    assert_eq!(leftover_test_containers(), "");
+
+    // No such local image (none is pulled): the test could not run.
+    let r = test_restore(&store, &[&snap, "--redis-image", "rpger-store-no-such-image:0"], 2);
+    assert!(r.stderr.contains("rpger-store-no-such-image:0"), "{}", r.stderr);
+
+    // rpger-store killed while the container runs (a server that never answers): the watchdog
+    // removes the container.
+    let hang = t.path().join("hang.sh");
+    fs::write(&hang, "#!/bin/sh\nexec /bin/sleep 3600\n").unwrap();
+    fs::set_permissions(&hang, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let entry = format!("{}=/usr/bin/redis-server", hang.display());
+    assert!(build_image(&t.path().join("image2"), "rpger-store-test-hang:1", &["/bin/sh", "/bin/sleep", &entry], &[], r#"["/bin/sh"]"#));
+    let scratch = t.path().join("scratch2");
+    fs::create_dir_all(&scratch).unwrap();
+    let mut child = bin()
+        .arg("--store")
+        .arg(&store)
+        .args(["test-restore", &snap, "--redis-image", "rpger-store-test-hang:1", "--timeout", "10m", "--scratch-dir"])
+        .arg(&scratch)
+        .args(["--log-dir", t.path().join("logs").to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while leftover_test_containers().is_empty() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(60), "the temporary container never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let t0 = std::time::Instant::now();
+    while !leftover_test_containers().is_empty() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the watchdog did not remove the container");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -187,7 +187,8 @@ pub struct RestoreArgs {
 tested); 1 a source did not load or holds other key counts than recorded; 2 nothing could be tested or the \
 test could not run.\n\nLoaded: Redis (dump.rdb, by redis-server; key counts per database compared with the \
 INFO keyspace of the backup). Not loaded yet: MongoDB (needs mongod and mongorestore) and Chroma (needs the \
-Chroma server); `verify --dumps` checks their files.\n\nExample:\n  rpger-store test-restore latest --only redis")]
+Chroma server); `verify --dumps` checks their files.\n\nExamples:\n  rpger-store test-restore latest --only redis\n  \
+rpger-store test-restore latest --only redis --redis-image redis:7   # in a temporary container of the stack's image")]
 pub struct TestRestoreArgs {
     /// Snapshot name, or `latest`.
     #[arg(default_value = "latest")]
@@ -198,6 +199,10 @@ pub struct TestRestoreArgs {
     /// The redis-server binary that loads Redis dumps.
     #[arg(long, default_value = "redis-server")]
     pub redis_server: std::path::PathBuf,
+    /// Load Redis dumps in a temporary container of this local image (e.g. the stack's Redis
+    /// image; none is pulled) instead of a redis-server on this host; always removed.
+    #[arg(long, value_name = "IMAGE")]
+    pub redis_image: Option<String>,
     /// Where the snapshot is restored for the test (needs room for the sources tested);
     /// removed afterwards [default: $TMPDIR, else /tmp].
     #[arg(long)]

@@ -17,6 +17,9 @@ fn main() -> ExitCode {
     if argv.len() == 3 && argv[1] == rpger_engine::sources::docker::WATCHDOG_ARG {
         return ExitCode::from(rpger_engine::sources::docker::run_watchdog(&argv[2]) as u8);
     }
+    if argv.len() == 3 && argv[1] == rpger_engine::sources::docker::REMOVE_WATCHDOG_ARG {
+        return ExitCode::from(rpger_engine::sources::docker::run_remove_watchdog(&argv[2]) as u8);
+    }
     quiet_on_closed_stdout();
     let cli = args::Cli::parse();
     if let Some(n) = cli.threads {

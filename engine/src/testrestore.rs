@@ -26,6 +26,9 @@ pub struct TestRestoreOptions {
     pub only: Option<String>,
     /// The `redis-server` to load Redis dumps with.
     pub redis_server: PathBuf,
+    /// When set, Redis dumps are loaded by `redis-server` in a temporary container of this
+    /// local image (the stack's own Redis image) instead of `redis_server` on this host.
+    pub redis_image: Option<String>,
     /// Where the snapshot is restored for the test (the system's temporary directory when
     /// `None`); removed afterwards.
     pub scratch: Option<PathBuf>,
@@ -93,10 +96,14 @@ pub fn test_restore(store: &Store, opts: &TestRestoreOptions, progress: &dyn Pro
                 progress,
             )
             .map_err(|e| e.context(format!("restore {} of {name} for the test", src.name)))?;
-            if r.failures.is_empty() {
-                load_redis(&target.join(&src.name), &recorded_keyspace(&snap, &src.name), opts)?
-            } else {
+            let dir = target.join(&src.name);
+            let recorded = recorded_keyspace(&snap, &src.name);
+            if !r.failures.is_empty() {
                 Outcome::Failed(format!("the restore could not write: {}", r.failures.join("; ")))
+            } else if let Some(image) = &opts.redis_image {
+                load_redis_in_container(&dir, &recorded, image, opts)?
+            } else {
+                load_redis(&dir, &recorded, opts)?
             }
         } else if paths.iter().any(|p| p.starts_with(b"mongodb_backup/") || p.ends_with(b".archive")) {
             Outcome::NotTested("loading MongoDB dumps needs mongod and mongorestore, which this build does not drive yet; `verify --dumps` checks every document".into())
@@ -177,6 +184,12 @@ fn load_redis(dir: &Path, recorded: &[(String, u64)], opts: &TestRestoreOptions)
     };
     let secs = start.elapsed().as_secs_f64();
     drop(server);
+    Ok(compare(&mut keys, &version, secs, recorded, ""))
+}
+
+/// What a loaded server holds against what the backup recorded; `place` says where it ran when
+/// not on this host.
+fn compare(keys: &mut [(String, u64)], version: &str, secs: f64, recorded: &[(String, u64)], place: &str) -> Outcome {
     keys.sort();
     let shown = |v: &[(String, u64)]| {
         if v.is_empty() {
@@ -185,20 +198,73 @@ fn load_redis(dir: &Path, recorded: &[(String, u64)], opts: &TestRestoreOptions)
             v.iter().map(|(db, n)| format!("{db} {n} keys")).collect::<Vec<_>>().join(", ")
         }
     };
-    let loaded = format!("redis-server {version} loaded dump.rdb in {secs:.1} s: {}", shown(&keys));
-    Ok(if recorded.is_empty() {
+    let loaded = format!("redis-server {version}{place} loaded dump.rdb in {secs:.1} s: {}", shown(keys));
+    if recorded.is_empty() {
         Outcome::Passed(format!("{loaded} (the snapshot recorded no key counts to compare)"))
     } else if keys == recorded {
         Outcome::Passed(format!("{loaded}, as recorded at backup"))
     } else {
         Outcome::Failed(format!("{loaded}, but the backup recorded {}", shown(recorded)))
-    })
+    }
+}
+
+/// [`load_redis`] in a temporary container of `image`: the restored directory is bind-mounted
+/// at /data and `redis-server` is run there with only `dump.rdb` (no AOF, no saving); the
+/// container is removed on every path (a watchdog removes it even if we are killed).
+///
+/// # Errors
+/// When the container cannot be started at all (no engine, no such local image).
+fn load_redis_in_container(dir: &Path, recorded: &[(String, u64)], image: &str, opts: &TestRestoreOptions) -> Result<Outcome> {
+    use crate::sources::docker;
+    let dir = std::fs::canonicalize(dir).at("resolve", dir)?;
+    let name = format!("rpger-store-test-restore-{}-{}", std::process::id(), crate::store::now_ns());
+    let args =
+        ["--dir", "/data", "--port", "6379", "--protected-mode", "no", "--appendonly", "no", "--save", "", "--dbfilename", "dump.rdb"];
+    let c = docker::run_temporary(
+        &name,
+        image,
+        vec!["redis-server".into()],
+        args.iter().map(|a| a.to_string()).collect(),
+        vec![format!("{}:/data", dir.display())],
+    )?;
+    let start = Instant::now();
+    let why = |c: &docker::Temporary| why_from_log(&c.log_text(50));
+    let (mut keys, version) = loop {
+        if !c.running()? {
+            return Ok(Outcome::Failed(format!(
+                "redis-server in container {} ({image}) exited without loading dump.rdb: {}",
+                c.name(),
+                why(&c)
+            )));
+        }
+        let spec = redis::RedisSpec { host: c.address()?, port: 6379, data_dir: None, timeout: opts.timeout };
+        match redis::probe(&spec) {
+            Ok(Some(got)) => break got,
+            Ok(None) if start.elapsed() < opts.timeout => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                return Ok(Outcome::Failed(format!(
+                    "redis-server in container {} had not loaded dump.rdb after {:?}: {}",
+                    c.name(),
+                    opts.timeout,
+                    why(&c)
+                )))
+            }
+            Err(e) => return Ok(Outcome::Failed(e.to_string())),
+        }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    drop(c);
+    Ok(compare(&mut keys, &version, secs, recorded, &format!(" in a temporary container of {image}")))
 }
 
 /// Why the server stopped, from its log: its last warnings (`#` lines) other than the start-up
 /// banner, else its last lines.
 fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+    why_from_log(&std::fs::read_to_string(log).unwrap_or_default())
+}
+
+/// [`log_tail`] of a log's text.
+fn why_from_log(text: &str) -> String {
     let banner = ["oO0OoO0OoO0Oo", "Redis version=", "Configuration loaded", "Server initialized", "WARNING"];
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains(" # ") && !banner.iter().any(|b| l.contains(b))).collect();
     let lines: Vec<&str> = if warnings.is_empty() { text.lines().filter(|l| !l.trim().is_empty()).collect() } else { warnings };

@@ -13,6 +13,7 @@ pub fn run(cli: &Cli, a: &TestRestoreArgs) -> Result<ExitCode> {
         snapshot: a.snapshot.clone(),
         only: a.only.clone(),
         redis_server: a.redis_server.clone(),
+        redis_image: a.redis_image.clone(),
         scratch: a.scratch_dir.clone(),
         timeout: parse_duration(&a.timeout).map_err(|e| anyhow!("--timeout: {e}"))?,
         lock_wait: parse_duration(&a.lock_wait).map_err(|e| anyhow!("--lock-wait: {e}"))?,

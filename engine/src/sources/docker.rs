@@ -167,6 +167,108 @@ pub fn run_watchdog(name: &str) -> i32 {
     }
 }
 
+/// First argument that makes the binary run [`run_remove_watchdog`]: a temporary container is
+/// removed when the pipe from us closes, however we exit.
+pub const REMOVE_WATCHDOG_ARG: &str = "__rpger-store-remove-watchdog";
+
+/// A container started for a test (e.g. a restored dump loaded by the production image);
+/// removed, with its anonymous volumes, when dropped or when this process dies.
+pub struct Temporary {
+    docker: Docker,
+    name: String,
+    // Dropped after `Temporary::drop` has removed the container itself.
+    _watchdog: Watchdog,
+}
+
+/// Starts a container named `name` from the local `image` with `entrypoint` and `cmd`, and
+/// `binds` (`HOSTPATH:CONTAINERPATH[:ro]`). The removal watchdog is armed before it is created.
+///
+/// # Errors
+/// No engine, an image that is not there (none is pulled), a name taken, the engine's refusal.
+pub fn run_temporary(name: &str, image: &str, entrypoint: Vec<String>, cmd: Vec<String>, binds: Vec<String>) -> Result<Temporary> {
+    let docker = Docker::connect()?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::with_cause(ErrorKind::Io, "cannot find this program to arm the container removal watchdog", e))?;
+    let mut wd = Command::new(exe);
+    wd.arg(REMOVE_WATCHDOG_ARG).arg(name);
+    let t = Temporary { docker, name: name.to_string(), _watchdog: Watchdog::arm(wd)? };
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(entrypoint),
+        cmd: Some(cmd),
+        labels: Some([("rpger-store".to_string(), "test-restore".to_string())].into()),
+        host_config: Some(bollard::models::HostConfig { binds: Some(binds), ..Default::default() }),
+        ..Default::default()
+    };
+    let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default().name(name).build();
+    let d = &t.docker;
+    d.rt.block_on(d.api.create_container(Some(opts), body))
+        .map_err(|e| Error::with_cause(ErrorKind::Missing, format!("cannot create a container {name} from image {image}"), e))?;
+    d.start(name)?;
+    Ok(t)
+}
+
+impl Temporary {
+    /// The container's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether it still runs.
+    ///
+    /// # Errors
+    /// The engine does not answer.
+    pub fn running(&self) -> Result<bool> {
+        Ok(self.docker.state(&self.name)?.0)
+    }
+
+    /// The last `lines` lines it printed (both streams).
+    pub fn log_text(&self, lines: usize) -> String {
+        use futures_util::StreamExt;
+        let opts = bollard::query_parameters::LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build();
+        let d = &self.docker;
+        d.rt.block_on(async {
+            let mut s = std::pin::pin!(d.api.logs(&self.name, Some(opts)));
+            let mut text = String::new();
+            while let Some(Ok(item)) = s.next().await {
+                text.push_str(&String::from_utf8_lossy(&item.into_bytes()));
+            }
+            text
+        })
+    }
+
+    /// The container's address on its first network.
+    ///
+    /// # Errors
+    /// As [`address`].
+    pub fn address(&self) -> Result<String> {
+        address(&self.name)
+    }
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        let _ = remove(&self.docker, &self.name);
+    }
+}
+
+fn remove(d: &Docker, name: &str) -> Result<()> {
+    let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+    d.rt.block_on(d.api.remove_container(name, Some(opts)))
+        .map_err(|e| Error::with_cause(ErrorKind::Io, format!("cannot remove container {name}"), e))
+}
+
+/// The removal watchdog: waits until stdin closes, then removes container `name` if it is
+/// still there.
+pub fn run_remove_watchdog(name: &str) -> i32 {
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    match Docker::connect() {
+        Ok(d) if d.state(name).is_ok() => i32::from(remove(&d, name).is_err()),
+        _ => 0,
+    }
+}
+
 /// Bytes coming out of the Docker engine (an exec's standard output, a tar archive of a
 /// container path), read synchronously. A thread with its own runtime and its own connection
 /// drives the request and hands the bytes over a small bounded channel, so a slow consumer
