@@ -339,7 +339,10 @@ fn into_host_dir(
         _ => Ok(()),
     };
     let kept = swapped?;
-    started?;
+    started.map_err(|e| match &kept {
+        Some(k) => e.context(format!("the directory was replaced (the old one is kept in {})", k.display())),
+        None => e,
+    })?;
     report.done = format!(
         "{} replaced by the snapshot's {} files ({} bytes){}",
         dir.display(),
@@ -393,7 +396,10 @@ fn into_container(
     let written = save_and_write(opts, entries, &staging.path().join(&opts.source), container, path, report);
     let started = if restart { d.start(container) } else { Ok(()) };
     written?;
-    started?;
+    started.map_err(|e| match &report.kept {
+        Some(k) => e.context(format!("the files were written (what the path held is kept in {})", k.display())),
+        None => e,
+    })?;
     report.done = format!(
         "{path} of container {container} holds the snapshot's {} files ({} bytes){}",
         staged.files,
@@ -440,10 +446,11 @@ fn save_and_write(
             // The archive of the old content unpacks into the parent of `path`.
             let parent = path.rsplit_once('/').map(|(p, _)| if p.is_empty() { "/" } else { p }).unwrap_or("/");
             let back = docker::upload(container, parent).and_then(|(mut w, task)| {
-                let mut f = std::fs::File::open(&kept).at("read", &kept)?;
-                let r = std::io::copy(&mut f, &mut w).and_then(|_| w.close());
+                // The writer is closed before the task is waited for, whatever happened.
+                let copied = std::fs::File::open(&kept).and_then(|mut f| std::io::copy(&mut f, &mut w));
+                let closed = w.close();
                 task.finish()?;
-                r.map_err(|e| Error::with_cause(ErrorKind::Io, "put the saved data back", e))
+                copied.and(closed).map(drop).map_err(|e| Error::with_cause(ErrorKind::Io, "put the saved data back", e))
             });
             Err(match back {
                 Ok(()) => e.context(format!("writing failed; what it held was put back from {}", kept.display())),
@@ -598,16 +605,19 @@ fn into_mongo(store: &Store, snap: &Snapshot, opts: &DbRestoreOptions, container
         copied?;
         f.sync_all().at("sync", &kept)
     })?;
-    report.kept = Some(kept);
+    report.kept = Some(kept.clone());
     let said = docker::with_mongo_uri(container, "mongorestore", |auth| {
         let mut argv = vec!["mongorestore".to_string(), "--archive".into(), "--drop".into()];
         argv.extend(auth);
         let (mut w, task) = docker::exec_fed(container, argv, vec![])?;
-        let sent = std::fs::File::open(&archive).and_then(|mut f| std::io::copy(&mut f, &mut w)).and_then(|_| w.close());
+        // The writer is closed before the task is waited for, whatever happened.
+        let sent = std::fs::File::open(&archive).and_then(|mut f| std::io::copy(&mut f, &mut w));
+        let closed = w.close();
         let said = task.finish()?;
-        sent.map_err(|e| Error::with_cause(ErrorKind::Io, "stream the archive", e))?;
+        sent.and(closed).map_err(|e| Error::with_cause(ErrorKind::Io, "stream the archive", e))?;
         Ok(said)
-    })?;
+    })
+    .map_err(|e| e.context(format!("what MongoDB held before is kept in {}", kept.display())))?;
     let last = said.rsplit(" | ").find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
     report.done = format!(
         "mongorestore --archive --drop in container {container} took the snapshot's archive{}",

@@ -401,17 +401,7 @@ pub fn exec(container: &str, argv: Vec<String>, env: Vec<String>) -> Result<(Eng
             }
         }
         drop(tx);
-        // The stream ends when the command closes its output; its exit may lag a little.
-        let t0 = std::time::Instant::now();
-        let code = loop {
-            let r = api.inspect_exec(&id).await.map_err(engine_err)?;
-            if r.running != Some(true) || t0.elapsed() > std::time::Duration::from_secs(30) {
-                break r.exit_code;
-            }
-            tokio::task::yield_now().await;
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
-        let tail = String::from_utf8_lossy(&err_tail).trim().replace('\n', " | ");
+        let (code, tail) = exit_status(&api, &id, &err_tail).await.map_err(engine_err)?;
         let tail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
         match code {
             Some(0) => Ok(()),
@@ -419,6 +409,25 @@ pub fn exec(container: &str, argv: Vec<String>, env: Vec<String>) -> Result<(Eng
             None => Err(Error::new(ErrorKind::InvalidInput, format!("{what}: no exit status (still running?){tail}"))),
         }
     })
+}
+
+/// An exec's exit status once its output has ended (the exit may lag a little behind; after
+/// 30 s without one, `None`), and the tail of what it printed on one line.
+async fn exit_status(
+    api: &bollard::Docker,
+    id: &str,
+    printed: &[u8],
+) -> std::result::Result<(Option<i64>, String), bollard::errors::Error> {
+    let t0 = std::time::Instant::now();
+    let code = loop {
+        let r = api.inspect_exec(id).await?;
+        if r.running != Some(true) || t0.elapsed() > std::time::Duration::from_secs(30) {
+            break r.exit_code;
+        }
+        tokio::task::yield_now().await;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Ok((code, String::from_utf8_lossy(printed).trim().replace('\n', " | ")))
 }
 
 /// Streams `path` of `container` as the engine's tar archive (GET /containers/{id}/archive);
@@ -593,15 +602,7 @@ pub fn exec_fed(container: &str, argv: Vec<String>, env: Vec<String>) -> Result<
             tail
         };
         let (fed, tail) = futures_util::future::join(feed, drain).await;
-        let t0 = std::time::Instant::now();
-        let code = loop {
-            let r = api.inspect_exec(&id).await.map_err(engine_err)?;
-            if r.running != Some(true) || t0.elapsed() > std::time::Duration::from_secs(30) {
-                break r.exit_code;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
-        let tail = String::from_utf8_lossy(&tail).trim().replace('\n', " | ");
+        let (code, tail) = exit_status(&api, &id, &tail).await.map_err(engine_err)?;
         let said = if tail.is_empty() { String::new() } else { format!(": {tail}") };
         match (code, fed) {
             (Some(0), Ok(())) => Ok(tail),
