@@ -6,7 +6,7 @@
 //! kept. Skipped, loudly, without a Docker engine.
 
 use crate::common::*;
-use crate::docker::{build_image, docker, have_docker, state, Container, FAKE_MONGODUMP};
+use crate::docker::{build_image, build_redis_image, docker, have_docker, state, Container, FAKE_MONGODUMP};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -92,14 +92,7 @@ fn redis_in_a_container_gets_the_snapshot_back_and_loads_the_recorded_keys() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let built = build_image(
-        &t.path().join("image"),
-        "rpger-store-test-redis:1",
-        &["/usr/bin/redis-server"],
-        &[],
-        r#"["/usr/bin/redis-server", "--dir", "/data", "--protected-mode", "no", "--appendonly", "yes", "--save", ""]"#,
-    );
-    assert!(built, "could not build the test image locally");
+    assert!(build_redis_image(&t.path().join("image")), "could not build the test image locally");
     let data = t.path().join("redis-data");
     fs::create_dir(&data).unwrap();
     let name = format!("rpger-store-test-dbrestore-redis-{}", std::process::id());

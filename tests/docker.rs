@@ -55,6 +55,17 @@ pub(crate) fn build_image(ctx: &Path, tag: &str, binaries: &[&str], files: &[(&s
     ok
 }
 
+/// `rpger-store-test-redis:1`: the host's redis-server serving /data with an AOF, no RDB saves.
+pub(crate) fn build_redis_image(ctx: &Path) -> bool {
+    build_image(
+        ctx,
+        "rpger-store-test-redis:1",
+        &["/usr/bin/redis-server"],
+        &[],
+        r#"["/usr/bin/redis-server", "--dir", "/data", "--protected-mode", "no", "--appendonly", "yes", "--save", ""]"#,
+    )
+}
+
 pub(crate) fn have_docker() -> bool {
     let ok = docker(&["info"]).0;
     if !ok {
@@ -267,14 +278,7 @@ fn redis_in_a_container_bgsave_then_files_out_of_it() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let built = build_image(
-        &t.path().join("image"),
-        "rpger-store-test-redis:1",
-        &["/usr/bin/redis-server"],
-        &[],
-        r#"["/usr/bin/redis-server", "--dir", "/data", "--protected-mode", "no", "--appendonly", "yes", "--save", ""]"#,
-    );
-    assert!(built, "could not build the test image locally");
+    assert!(build_redis_image(&t.path().join("image")), "could not build the test image locally");
     let name = format!("rpger-store-test-redis-{}", std::process::id());
     let _c = start_container(&name, "rpger-store-test-redis:1", &[]);
     let ip = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &name]).1;

@@ -89,7 +89,7 @@ fn leftover_test_containers() -> String {
 
 #[test]
 fn a_redis_snapshot_loads_in_a_temporary_container_that_is_always_removed() {
-    use crate::docker::{build_image, have_docker};
+    use crate::docker::{build_image, build_redis_image, have_docker};
     if !have_docker() || !have_redis() {
         return;
     }
@@ -105,9 +105,8 @@ fn a_redis_snapshot_loads_in_a_temporary_container_that_is_always_removed() {
         .to_string();
     drop(server);
     // The image's own entrypoint does not matter: test-restore runs `redis-server` in it.
-    let built =
-        build_image(&t.path().join("image"), "rpger-store-test-redis:1", &["/usr/bin/redis-server"], &[], r#"["/usr/bin/redis-server"]"#);
-    assert!(built, "could not build the test image locally");
+    // One definition of the tag for every test, so parallel tests never retag it differently.
+    assert!(build_redis_image(&t.path().join("image")), "could not build the test image locally");
     let r = test_restore(&store, &[&snap, "--redis-image", "rpger-store-test-redis:1", "--redis-server", "/nonexistent/redis-server"], 0);
     assert!(
         r.stdout.contains("in a temporary container of rpger-store-test-redis:1 loaded dump.rdb")

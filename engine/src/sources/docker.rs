@@ -360,26 +360,13 @@ fn require_running(container: &str) -> Result<()> {
 /// is reported by [`EngineTask::finish`].
 pub fn exec(container: &str, argv: Vec<String>, env: Vec<String>) -> Result<(EngineReader, EngineTask)> {
     use bollard::container::LogOutput;
-    use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
     use futures_util::StreamExt;
     require_running(container)?;
     let what = format!("`{}` in container {container}", argv.join(" "));
     let container = container.to_string();
     spawn_engine(what, move |api, tx, what| async move {
         let engine_err = |e: bollard::errors::Error| Error::with_cause(ErrorKind::Io, what.clone(), e);
-        let opts = CreateExecOptions {
-            cmd: Some(argv),
-            env: Some(env),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(false),
-            ..Default::default()
-        };
-        let id = api.create_exec(&container, opts).await.map_err(engine_err)?.id;
-        let start = StartExecOptions { detach: false, tty: false, output_capacity: Some(1 << 20) };
-        let StartExecResults::Attached { mut output, .. } = api.start_exec(&id, Some(start)).await.map_err(engine_err)? else {
-            return Err(Error::new(ErrorKind::Io, format!("{what}: the engine did not attach to the command")));
-        };
+        let (id, mut output, _) = attach_exec(&api, &container, argv, env, false, &what).await?;
         let mut err_tail: Vec<u8> = vec![];
         while let Some(item) = output.next().await {
             match item {
@@ -409,6 +396,40 @@ pub fn exec(container: &str, argv: Vec<String>, env: Vec<String>) -> Result<(Eng
             None => Err(Error::new(ErrorKind::InvalidInput, format!("{what}: no exit status (still running?){tail}"))),
         }
     })
+}
+
+type ExecOutput =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = std::result::Result<bollard::container::LogOutput, bollard::errors::Error>> + Send>>;
+type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+/// Creates and starts an exec of `argv` in `container`, attached without a TTY (so stdout
+/// arrives byte-exact, apart from stderr), with its standard input when `stdin`; returns its
+/// id, its output and its input.
+async fn attach_exec(
+    api: &bollard::Docker,
+    container: &str,
+    argv: Vec<String>,
+    env: Vec<String>,
+    stdin: bool,
+    what: &str,
+) -> Result<(String, ExecOutput, ExecInput)> {
+    use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+    let engine_err = |e: bollard::errors::Error| Error::with_cause(ErrorKind::Io, what.to_string(), e);
+    let opts = CreateExecOptions {
+        cmd: Some(argv),
+        env: Some(env),
+        attach_stdin: Some(stdin),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        ..Default::default()
+    };
+    let id = api.create_exec(container, opts).await.map_err(engine_err)?.id;
+    let start = StartExecOptions { detach: false, tty: false, output_capacity: Some(1 << 20) };
+    match api.start_exec(&id, Some(start)).await.map_err(engine_err)? {
+        StartExecResults::Attached { output, input } => Ok((id, output, input)),
+        StartExecResults::Detached => Err(Error::new(ErrorKind::Io, format!("{what}: the engine did not attach to the command"))),
+    }
 }
 
 /// An exec's exit status once its output has ended (the exit may lag a little behind; after
@@ -564,7 +585,6 @@ pub fn upload(container: &str, dir: &str) -> Result<(EngineWriter, EngineTask)> 
 /// No engine, no such container, a container that is not running; the command's own failure
 /// (with the tail of what it printed) comes from [`EngineTask::finish`].
 pub fn exec_fed(container: &str, argv: Vec<String>, env: Vec<String>) -> Result<(EngineWriter, EngineTask<String>)> {
-    use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
     require_running(container)?;
@@ -572,20 +592,7 @@ pub fn exec_fed(container: &str, argv: Vec<String>, env: Vec<String>) -> Result<
     let container = container.to_string();
     spawn_engine_fed(what, move |api, mut rx, what| async move {
         let engine_err = |e: bollard::errors::Error| Error::with_cause(ErrorKind::Io, what.clone(), e);
-        let opts = CreateExecOptions {
-            cmd: Some(argv),
-            env: Some(env),
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(false),
-            ..Default::default()
-        };
-        let id = api.create_exec(&container, opts).await.map_err(engine_err)?.id;
-        let start = StartExecOptions { detach: false, tty: false, output_capacity: Some(1 << 20) };
-        let StartExecResults::Attached { mut output, mut input } = api.start_exec(&id, Some(start)).await.map_err(engine_err)? else {
-            return Err(Error::new(ErrorKind::Io, format!("{what}: the engine did not attach to the command")));
-        };
+        let (id, mut output, mut input) = attach_exec(&api, &container, argv, env, true, &what).await?;
         let feed = async {
             while let Some(b) = rx.recv().await {
                 input.write_all(&b).await?;
