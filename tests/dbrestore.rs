@@ -75,6 +75,33 @@ fn a_plain_directory_is_swapped_for_the_snapshot_and_the_old_one_kept() {
     let siblings = files_in(live.parent().unwrap());
     assert_eq!(siblings.len(), 2, "{siblings:?}");
     assert_eq!(tree(&live.parent().unwrap().join(&siblings[1])), changed);
+    // From the config file, as the nightly job backs up: `--only` picks one source, the others
+    // are left alone.
+    let other = t.path().join("data").join("chroma");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("chroma.sqlite3"), b"night 1").unwrap();
+    let config = t.path().join("config.toml");
+    let toml = format!(
+        "store = \"{}\"\nlog_dir = \"{}\"\n[[source]]\nname = \"redis\"\npath = \"{}\"\n[[source]]\nname = \"chroma\"\npath = \"{}\"\n",
+        store.display(),
+        logs.display(),
+        live.display(),
+        other.display()
+    );
+    fs::write(&config, toml).unwrap();
+    let cfg = ["--config", config.to_str().unwrap()];
+    ok(&store, &[&cfg[..], &["backup"]].concat());
+    fs::write(live.join("dump.rdb"), b"changed again").unwrap();
+    fs::write(other.join("chroma.sqlite3"), b"night 2").unwrap();
+    let r = ok(&store, &[&cfg[..], &["restore-db", "--only", "redis", "--yes"]].concat());
+    assert!(r.stdout.contains("restored redis") && !r.stdout.contains("chroma"), "{}", r.stdout);
+    assert_eq!(tree(&live), tree(&reference.join("redis")));
+    assert_eq!(fs::read(other.join("chroma.sqlite3")).unwrap(), b"night 2", "a source not asked for was touched");
+    let r = fails(&store, &[&cfg[..], &["restore-db", "--only", "mongodb", "--yes"]].concat(), 2);
+    assert!(r.stderr.contains("mongodb"), "{}", r.stderr);
+    let log = fs::read_to_string(logs.join("restore.log")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("source=redis result=ok")).count(), 2, "{log}");
+
     // A file source, a command source: refused up front with what to do instead.
     let r = fails(&store, &["restore-db", "--yes", "--source", &format!("redis={}", live.join("dump.rdb").display())], 2);
     assert!(r.stderr.contains("not a directory") && r.stderr.contains("nothing was touched"), "{}", r.stderr);
