@@ -6,7 +6,7 @@
 //! kept. Skipped, loudly, without a Docker engine.
 
 use crate::common::*;
-use crate::docker::{build_image, build_redis_image, docker, have_docker, state, Container, FAKE_MONGODUMP};
+use crate::docker::{build_fake_mongodump, build_image, build_redis_image, docker, have_docker, state, Container};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -296,11 +296,7 @@ fn mongodb_in_a_container_is_dumped_aside_then_fed_the_snapshot_archive() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("fake_mongodump.rs");
-    fs::write(&src, FAKE_MONGODUMP).unwrap();
-    let exe = t.path().join("fake_mongodump");
-    let rc = Command::new("rustc").args(["-O", "-o"]).arg(&exe).arg(&src).status();
-    assert!(rc.is_ok_and(|s| s.success()), "rustc could not build the stand-in mongodump");
+    let exe = build_fake_mongodump(t.path());
     // A mongodump archive of several MiB (the demo's BSON collections, exported by
     // `mongodb-archive`), so the archive crosses the engine stream in many frames both ways.
     let demo = t.path().join("demo");

@@ -174,6 +174,16 @@ fn main() {
 }
 "#;
 
+/// Compiles [`FAKE_MONGODUMP`] in `dir`; returns the executable.
+pub(crate) fn build_fake_mongodump(dir: &Path) -> std::path::PathBuf {
+    let src = dir.join("fake_mongodump.rs");
+    fs::write(&src, FAKE_MONGODUMP).unwrap();
+    let exe = dir.join("fake_mongodump");
+    let rc = Command::new("rustc").args(["-O", "-o"]).arg(&exe).arg(&src).status();
+    assert!(rc.is_ok_and(|s| s.success()), "rustc could not build the stand-in mongodump");
+    exe
+}
+
 pub(crate) fn fixture(name: &str) -> Vec<u8> {
     fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mongodump").join(name)).unwrap()
 }
@@ -192,11 +202,7 @@ fn mongodump_and_command_output_stream_out_of_a_container() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("fake_mongodump.rs");
-    fs::write(&src, FAKE_MONGODUMP).unwrap();
-    let exe = t.path().join("fake_mongodump");
-    let rc = Command::new("rustc").args(["-O", "-o"]).arg(&exe).arg(&src).status();
-    assert!(rc.is_ok_and(|s| s.success()), "rustc could not build the stand-in mongodump");
+    let exe = build_fake_mongodump(t.path());
     let archive = fixture("dump-w-oplog.archive");
     // Every byte value, CR/LF and NUL runs: the exec stream must be byte-exact (no TTY).
     let mut binary: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
